@@ -1,0 +1,75 @@
+"""Device and precision selection: the one place that decides where and how tensors compute.
+
+CUDA when present (bf16 autocast, ``channels_last``), else Apple MPS, else the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to compute on: the one asked for, else CUDA, else MPS, else the CPU."""
+    if device is not None and str(device) != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a step computes: ``fp32`` or ``bf16`` autocast, and whether activations are channels-last."""
+
+    device: torch.device
+    name: str = "fp32"
+    channels_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.name not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.name!r}")
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast context for the forward pass (a no-op in fp32)."""
+        if self.name == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+def default_precision(device: torch.device, precision: str | None = None) -> Precision:
+    """The precision to use on ``device`` when the user did not say: bf16 on CUDA, else fp32.
+
+    ``channels_last`` everywhere but MPS: oneDNN's CPU convolutions run the notes' Fashion-MNIST CNN
+    1.7x faster channels-last (284 vs 167 training images/s, 2-core AMD EPYC). On CPUs without
+    native bf16 (no AVX-512 BF16/AMX) bf16 autocast is slower than fp32, so the CPU default stays
+    fp32; ``--precision bf16`` still forces it.
+    """
+    if precision is None or precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return Precision(device=device, name=precision, channels_last=device.type != "mps")
+
+
+@contextlib.contextmanager
+def num_threads(n: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (``None`` leaves it unchanged)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -1,0 +1,66 @@
+"""The Fashion-MNIST CNN of the design notes (Géron, *Hands-On Machine Learning*, ch. 14).
+
+The notes' listing dropped the pooling, flatten and dropout layers that the book's model has; this is
+the book's model: 64@7×7 → pool → 128@3×3 ×2 → pool → 256@3×3 ×2 → pool → Dense 128 → Dropout 0.5 →
+Dense 64 → Dropout 0.5 → Dense 10, ReLU, 'same' padding. 1,413,834 parameters, as Keras counts it.
+Softmax is left to the loss (``cross_entropy`` takes logits), as is usual in PyTorch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cnnkit.models.registry import register_model
+
+
+def _conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequential:
+    # Stride-1 'same' with an odd kernel pads symmetrically, so torch's own padding is exact here.
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding="same"), nn.ReLU(inplace=True)
+    )
+
+
+class FashionCNN(nn.Module):
+    """The book's Fashion-MNIST CNN. Input (N, C, 28, 28): the dense head fixes the size."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, dropout: float = 0.5) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.features = nn.Sequential(
+            _conv(in_channels, 64, 7),  # N x 64 x 28 x 28
+            nn.MaxPool2d(2),  # N x 64 x 14 x 14
+            _conv(64, 128, 3),
+            _conv(128, 128, 3),  # N x 128 x 14 x 14
+            nn.MaxPool2d(2),  # N x 128 x 7 x 7
+            _conv(128, 256, 3),
+            _conv(256, 256, 3),  # N x 256 x 7 x 7
+            nn.MaxPool2d(2),  # N x 256 x 3 x 3 (Keras' 'valid' pooling floors)
+            nn.Flatten(),  # N x 2304
+        )
+        self.head = nn.Sequential(
+            nn.Linear(256 * 3 * 3, 128),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(128, 64),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+        )
+        self.fc = nn.Linear(64, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.head(self.features(x)))
+
+
+@register_model(
+    input_size=(1, 28, 28),
+    min_size=28,
+    classifier="fc",
+    paper="Géron, Hands-On Machine Learning (2019), ch. 14, 'CNN Architectures'",
+)
+def fashion_cnn(num_classes: int = 10, in_channels: int = 1, dropout: float = 0.5) -> FashionCNN:
+    """The notes' Fashion-MNIST CNN (1,413,834 parameters at 10 classes, 1 channel)."""
+    return FashionCNN(num_classes=num_classes, in_channels=in_channels, dropout=dropout)

@@ -1,0 +1,83 @@
+"""The model registry: every model is a small builder function that states its configuration.
+
+``@register_model(...)`` records a builder under its function name together with what users and
+tools need to know without building it: the paper's input size, the smallest input it accepts, the
+attribute path of its classifier (so transfer learning knows where the head is) and the paper.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the registry knows about a model without building it."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    input_size: tuple[int, int, int]  # (C, H, W) the paper trained on
+    min_size: int  # smallest height/width the model accepts
+    classifier: str  # attribute path of the final dense layer, e.g. "fc" or "head.fc"
+    paper: str
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    *,
+    input_size: tuple[int, int, int],
+    min_size: int,
+    classifier: str,
+    paper: str,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a builder ``fn(num_classes=..., in_channels=..., **options) -> nn.Module``."""
+
+    def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = fn.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = ModelInfo(name, fn, input_size, min_size, classifier, paper)
+        return fn
+
+    return decorate
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered model names matching a shell-style ``pattern``, sorted."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+
+
+def model_info(name: str) -> ModelInfo:
+    """The registry entry for ``name``; an unknown name lists the valid ones."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown model {name!r}; choose one of: {', '.join(list_models())}"
+        ) from None
+
+
+def create_model(name: str, num_classes: int = 1000, in_channels: int = 3, **options) -> nn.Module:
+    """Build a registered model.
+
+    ``num_classes=0`` returns the pooled features instead of class scores (Keras' ``include_top=False``).
+    Options a builder does not take are an error that lists the ones it does.
+    """
+    info = model_info(name)
+    params = inspect.signature(info.builder).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in options if k not in params]
+    if unknown and not takes_any:
+        valid = [k for k in params if k not in ("num_classes", "in_channels")]
+        raise ValueError(
+            f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
+            f"its options are: {', '.join(valid) or '(none)'}"
+        )
+    return info.builder(num_classes=num_classes, in_channels=in_channels, **options)
