@@ -35,7 +35,9 @@ class Precision:
 
     def __post_init__(self) -> None:
         if self.name not in PRECISIONS:
-            raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)}, got {self.name!r}")
+            raise ValueError(
+                f"precision: expected one of {', '.join(PRECISIONS)}, got {self.name!r}"
+            )
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast context for the forward pass (a no-op in fp32)."""

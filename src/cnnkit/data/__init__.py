@@ -1,0 +1,21 @@
+"""Datasets: Fashion-MNIST, the notes' sample images, and in-memory mini-batches."""
+
+from cnnkit.data.batches import TensorBatches
+from cnnkit.data.fashion_mnist import (
+    FASHION_MNIST_CLASSES,
+    download_fashion_mnist,
+    load_fashion_mnist,
+)
+from cnnkit.data.idx import IDXError, read_idx, write_idx
+from cnnkit.data.samples import load_sample_images
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "IDXError",
+    "TensorBatches",
+    "download_fashion_mnist",
+    "load_fashion_mnist",
+    "load_sample_images",
+    "read_idx",
+    "write_idx",
+]

@@ -1,0 +1,155 @@
+"""Checkpoints as single safetensors files (no pickle: loading never runs code).
+
+One file holds the model's state dict under ``model/``, the optimizer's tensor state under
+``optimizer/<param index>/<name>``, and in the string metadata the optimizer's param groups and
+scalar state, the schedule's state, the epoch and anything the caller adds (all JSON). Files are
+written to a temporary name and renamed into place, so a crash never leaves a half-written
+checkpoint where a good one was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+FORMAT = "cnnkit-checkpoint-1"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors that share memory: copy all but the first of each group."""
+    seen: set[tuple[int, int]] = set()
+    out = {}
+    for key, tensor in tensors.items():
+        tensor = tensor.detach().cpu().contiguous()
+        ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if ident in seen and tensor.numel() > 0:
+            tensor = tensor.clone()
+        seen.add(ident)
+        out[key] = tensor
+    return out
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    *,
+    epoch: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Save ``model`` (and optionally the optimizer, schedule and ``extra`` JSON) to ``path``."""
+    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    metadata = {"format": FORMAT, "epoch": str(epoch), "extra": json.dumps(extra or {})}
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for index, param_state in state["state"].items():
+            for name, value in param_state.items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"optimizer/{index}/{name}"] = value
+                else:
+                    scalars.setdefault(str(index), {})[name] = value
+        metadata["optimizer_param_groups"] = json.dumps(state["param_groups"])
+        metadata["optimizer_scalars"] = json.dumps(scalars)
+    if scheduler is not None:
+        metadata["scheduler"] = json.dumps(scheduler.state_dict(), default=_not_json)
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(_unshare(tensors), tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _not_json(value: Any) -> None:
+    # Schedules keep their lambdas in the state dict; they are rebuilt from the config, not saved.
+    return None
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a checkpoint; a file that is not one is a clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+        raise ValueError(f"{path}: not a readable safetensors checkpoint ({exc})") from None
+    if metadata.get("format") != FORMAT:
+        raise ValueError(
+            f"{path}: metadata 'format' is {metadata.get('format')!r}, expected {FORMAT!r}"
+        )
+    return tensors, metadata
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+) -> dict[str, Any]:
+    """Restore what :func:`save_checkpoint` wrote; returns ``{"epoch": ..., "extra": {...}}``.
+
+    Model keys are checked strictly: a missing or unexpected key is an error naming it.
+    """
+    tensors, metadata = read_checkpoint(path)
+    model_state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(model_state))
+    unexpected = sorted(set(model_state) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: checkpoint does not fit the model: missing keys {missing[:5]}, "
+            f"unexpected keys {unexpected[:5]}"
+        )
+    for key, value in model_state.items():
+        if own[key].shape != value.shape:
+            raise ValueError(
+                f"{path}: key {key!r} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}"
+            )
+    model.load_state_dict(model_state)
+    if optimizer is not None:
+        if "optimizer_param_groups" not in metadata:
+            raise ValueError(f"{path}: holds no optimizer state (a weights-only file?)")
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer/"):
+                _, index, name = key.split("/", 2)
+                state.setdefault(int(index), {})[name] = value
+        for index, scalars in json.loads(metadata["optimizer_scalars"]).items():
+            state.setdefault(int(index), {}).update(scalars)
+        optimizer.load_state_dict(
+            {"state": state, "param_groups": json.loads(metadata["optimizer_param_groups"])}
+        )
+    if scheduler is not None and "scheduler" in metadata:
+        scheduler.load_state_dict(json.loads(metadata["scheduler"]))
+    return {
+        "epoch": int(metadata.get("epoch", 0)),
+        "extra": json.loads(metadata.get("extra", "{}")),
+    }

@@ -1,0 +1,85 @@
+"""The run-directory layout: the one place that names the files a training run writes.
+
+    runs/NAME/
+      config.json           everything needed to rebuild the model and reproduce the run
+      metrics.jsonl         one JSON object per epoch (loss, accuracy, val_*, lr, time)
+      best.safetensors      weights + optimizer state at the best validation score
+      last.safetensors      weights + optimizer state after the last finished epoch (for --resume)
+      history.png           loss and accuracy curves
+      confusion_matrix.png  test-set confusion matrix
+      predictions.png       a grid of test images with predicted / true labels
+
+Every file is written through a temporary file and an atomic rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cnnkit.train.checkpoint import atomic_write_bytes
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+BEST = "best.safetensors"
+LAST = "last.safetensors"
+HISTORY_PLOT = "history.png"
+CONFUSION_PLOT = "confusion_matrix.png"
+PREDICTIONS_PLOT = "predictions.png"
+
+
+class RunDir:
+    """A run directory: creates it, refuses to overwrite another run, reads and writes its files."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def create(self, *, resume: bool = False, overwrite: bool = False) -> None:
+        """Make the folder. An existing run is kept unless ``resume`` or ``overwrite`` says otherwise."""
+        if self.path.exists() and not self.path.is_dir():
+            raise FileExistsError(f"{self.path}: exists and is not a directory")
+        if resume:
+            if not (self.path / LAST).is_file():
+                raise FileNotFoundError(
+                    f"{self.path / LAST}: nothing to resume (no last checkpoint)"
+                )
+            return
+        if (self.path / CONFIG).exists() and not overwrite:
+            raise FileExistsError(
+                f"{self.path}: already holds a run; pass --resume to continue it, "
+                "--overwrite to replace it, or choose another --out"
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write_bytes(self.path / name, (json.dumps(obj, indent=2) + "\n").encode())
+
+    def read_config(self) -> dict[str, Any]:
+        path = self.path / CONFIG
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found; is {self.path} a cnnkit run directory?")
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+
+    def write_metrics(self, history: list[dict[str, Any]]) -> None:
+        lines = "".join(json.dumps(row) + "\n" for row in history)
+        atomic_write_bytes(self.path / METRICS, lines.encode())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        path = self.path / METRICS
+        if not path.is_file():
+            return []
+        rows = []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise ValueError(f"{path}: line {number} is not valid JSON") from None
+        return rows

@@ -1,0 +1,332 @@
+"""The training loop: fit / evaluate / predict with checkpoints, schedules, callbacks and a progress bar.
+
+Data is any iterable of ``(images, labels)`` batches with a ``len``: a ``cnnkit.data.TensorBatches``
+for in-memory datasets, or a ``torch.utils.data.DataLoader``. Models may return logits, or in
+training ``(logits, *aux_logits)`` (GoogLeNet's auxiliary classifiers), whose losses are added with
+weight ``aux_loss_weight`` (0.3, Szegedy et al. 2014).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from cnnkit.device import default_precision, pick_device
+from cnnkit.train import rundir
+from cnnkit.train.callbacks import BestCheckpoint, Callback
+from cnnkit.train.checkpoint import load_checkpoint, save_checkpoint
+from cnnkit.train.metrics import topk_correct
+from cnnkit.train.optim import make_optimizer, make_schedule
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stopped before saving the bad weights."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) for a reproducible run."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _split_output(output: Any) -> tuple[torch.Tensor, Sequence[torch.Tensor]]:
+    if isinstance(output, torch.Tensor):
+        return output, ()
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0], tuple(output[1:])
+    raise TypeError(
+        f"model output: expected a tensor of logits or a tuple (logits, *aux), got {type(output).__name__}"
+    )
+
+
+class Trainer:
+    """Train and evaluate a classifier.
+
+    ``optimizer``: ``sgd`` (momentum 0.9), ``adam``, ``adamw``, ``nadam``; ``lr``/``weight_decay``/
+    ``momentum`` left ``None`` keep that optimizer's default. ``schedule``: ``onecycle``, ``cosine``,
+    ``step``, ``constant``. ``precision``: ``fp32`` or ``bf16`` (autocast); ``None`` picks bf16 on CUDA
+    and fp32 on the CPU. With ``out_dir`` the run directory of :mod:`cnnkit.train.rundir` is written.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        optimizer: str = "adamw",
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        momentum: float | None = None,
+        schedule: str = "onecycle",
+        label_smoothing: float = 0.0,
+        aux_loss_weight: float = 0.3,
+        grad_clip: float | None = None,
+        device: str | torch.device | None = None,
+        precision: str | None = None,
+        channels_last: bool | None = None,
+        callbacks: Iterable[Callback] = (),
+        seed: int = 0,
+        top_k: int = 5,
+        out_dir: str | os.PathLike | None = None,
+        config: dict[str, Any] | None = None,
+        progress: bool = True,
+        log_every: int = 10,
+    ) -> None:
+        self.device = pick_device(device)
+        self.precision = default_precision(self.device, precision)
+        if channels_last is not None:
+            self.precision = type(self.precision)(self.device, self.precision.name, channels_last)
+        self.model = model.to(self.device, memory_format=self.precision.memory_format)
+        self.optimizer_name = optimizer
+        self.optimizer_options = {"lr": lr, "weight_decay": weight_decay}
+        if momentum is not None:
+            self.optimizer_options["momentum"] = momentum
+        self.optimizer = self.configure_optimizer()
+        self.schedule = schedule
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.label_smoothing = label_smoothing
+        self.aux_loss_weight = aux_loss_weight
+        self.grad_clip = grad_clip
+        self.callbacks = list(callbacks)
+        self.seed = seed
+        self.top_k = top_k
+        self.run = rundir.RunDir(out_dir) if out_dir is not None else None
+        self.config = dict(config or {})
+        self.progress = progress
+        self.log_every = max(1, log_every)
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0  # epochs completed
+        self.stop_training = False
+        self.stop_reason: str | None = None
+
+    # ----------------------------------------------------------------------------- set-up
+    def configure_optimizer(
+        self, name: str | None = None, **options: float | None
+    ) -> torch.optim.Optimizer:
+        """(Re)build the optimizer over the parameters that currently require gradients.
+
+        Call it after freezing or unfreezing layers; ``options`` override the stored ``lr`` etc.
+        """
+        self.optimizer_name = name or self.optimizer_name
+        self.optimizer_options.update(options)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters (everything is frozen)")
+        self.optimizer = make_optimizer(self.optimizer_name, params, **self.optimizer_options)
+        self.scheduler = None
+        return self.optimizer
+
+    def _run_config(self, epochs: int, batch_size: int | None) -> dict[str, Any]:
+        return {
+            **self.config,
+            "trainer": {
+                "optimizer": self.optimizer_name,
+                **{k: v for k, v in self.optimizer.defaults.items() if isinstance(v, (int, float))},
+                "schedule": self.schedule,
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "label_smoothing": self.label_smoothing,
+                "aux_loss_weight": self.aux_loss_weight,
+                "grad_clip": self.grad_clip,
+                "precision": self.precision.name,
+                "channels_last": self.precision.channels_last,
+                "device": str(self.device),
+                "seed": self.seed,
+            },
+        }
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def save_checkpoint(
+        self, path: str | os.PathLike, *, epoch: int | None = None, **extra: Any
+    ) -> None:
+        """Weights, optimizer and schedule state, epoch and ``extra`` into one safetensors file."""
+        save_checkpoint(
+            path,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            epoch=self.epoch if epoch is None else epoch,
+            extra=extra,
+        )
+
+    def load_checkpoint(self, path: str | os.PathLike) -> dict[str, Any]:
+        """Restore a checkpoint written by :meth:`save_checkpoint` (model, optimizer, schedule, epoch)."""
+        info = load_checkpoint(path, self.model, self.optimizer, self.scheduler)
+        self.epoch = info["epoch"]
+        return info
+
+    # ----------------------------------------------------------------------------- training
+    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.to(self.device, non_blocking=True, memory_format=self.precision.memory_format)
+        return x, y.to(self.device, non_blocking=True)
+
+    def _loss(self, output: Any, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, aux = _split_output(output)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        for aux_logits in aux:
+            loss = loss + self.aux_loss_weight * F.cross_entropy(
+                aux_logits.float(), y, label_smoothing=self.label_smoothing
+            )
+        return loss, logits
+
+    def fit(
+        self,
+        train: Iterable,
+        valid: Iterable | None = None,
+        *,
+        epochs: int = 1,
+        resume: bool = False,
+        overwrite: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Train until ``epochs`` epochs are complete (counting those of a resumed run).
+
+        Returns the history: one dict per epoch with ``loss``, ``accuracy``, ``val_loss``,
+        ``val_accuracy``, ``val_top{k}``, ``lr``, ``images_per_s`` and ``seconds``.
+        """
+        steps_per_epoch = len(train)  # type: ignore[arg-type]
+        if self.scheduler is None:
+            self.scheduler = make_schedule(
+                self.schedule,
+                self.optimizer,
+                total_steps=epochs * steps_per_epoch,
+                steps_per_epoch=steps_per_epoch,
+            )
+        callbacks = list(self.callbacks)
+        if self.run is not None:
+            self.run.create(resume=resume, overwrite=overwrite)
+            if resume:
+                self.load_checkpoint(self.run / rundir.LAST)
+                self.history = self.run.read_metrics()[: self.epoch]
+            batch_size = getattr(train, "batch_size", None)
+            self.run.write_json(rundir.CONFIG, self._run_config(epochs, batch_size))
+            callbacks.append(BestCheckpoint(str(self.run / rundir.BEST)))
+            if resume:  # the best score so far must be beaten, not re-saved
+                best = callbacks[-1]
+                scores = [row.get("val_accuracy", row.get("accuracy")) for row in self.history]
+                best.best = max([s for s in scores if s is not None], default=best.best)
+        self.stop_training, self.stop_reason = False, None
+        for cb in callbacks:
+            cb.on_train_begin(self)
+        try:
+            while self.epoch < epochs and not self.stop_training:
+                epoch = self.epoch
+                for cb in callbacks:
+                    cb.on_epoch_begin(self, epoch)
+                logs = {"epoch": epoch + 1, **self._train_epoch(train, epoch, epochs)}
+                if valid is not None:
+                    logs.update({f"val_{k}": v for k, v in self.evaluate(valid).items()})
+                self.history.append(logs)
+                self.epoch = epoch + 1
+                if self.run is not None:
+                    self.run.write_metrics(self.history)
+                for cb in callbacks:
+                    cb.on_epoch_end(self, epoch, logs)
+                if self.run is not None:
+                    self.save_checkpoint(self.run / rundir.LAST)
+        except KeyboardInterrupt:
+            # Keep what was learnt: the weights mid-epoch go to the last checkpoint with the count
+            # of completed epochs, so --resume redoes the interrupted epoch from these weights.
+            if self.run is not None:
+                self.save_checkpoint(self.run / rundir.LAST, interrupted=True)
+            self.stop_reason = "interrupted"
+            raise
+        for cb in callbacks:
+            cb.on_train_end(self, self.history)
+        return self.history
+
+    def _train_epoch(self, train: Iterable, epoch: int, epochs: int) -> dict[str, float]:
+        self.model.train()
+        torch.manual_seed(self.seed * 1_000_003 + epoch)  # dropout masks reproduce on resume
+        if hasattr(train, "set_epoch"):
+            train.set_epoch(epoch)
+        total_loss = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        start = time.perf_counter()
+        bar = tqdm(
+            total=len(train),  # type: ignore[arg-type]
+            desc=f"epoch {epoch + 1}/{epochs}",
+            disable=not self.progress,
+            leave=True,
+            dynamic_ncols=True,
+        )
+        for step, (x, y) in enumerate(train, 1):
+            x, y = self._to_device(x, y)
+            with self.precision.autocast():
+                output = self.model(x)
+            loss, logits = self._loss(output, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()  # type: ignore[union-attr]
+            total_loss += loss.detach() * len(y)
+            correct += topk_correct(logits.detach(), y)
+            seen += len(y)
+            if step % self.log_every == 0 or step == len(train):  # type: ignore[arg-type]
+                # One host sync every few steps: checks the loss and feeds the progress bar.
+                running = total_loss.item() / seen
+                if not math.isfinite(running):
+                    raise NonFiniteLossError(
+                        f"loss became {running} at epoch {epoch + 1}, step {step}; training stopped "
+                        "and the last good checkpoint was kept. Try a lower learning rate or grad_clip."
+                    )
+                rate = seen / (time.perf_counter() - start)
+                bar.set_postfix(
+                    loss=f"{running:.4f}", acc=f"{correct.item() / seen:.4f}", img_s=f"{rate:.0f}"
+                )
+                bar.update(step - bar.n)
+        bar.close()
+        seconds = time.perf_counter() - start
+        return {
+            "loss": total_loss.item() / max(seen, 1),
+            "accuracy": correct.item() / max(seen, 1),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "images_per_s": seen / seconds,
+            "seconds": seconds,
+        }
+
+    # ----------------------------------------------------------------------------- inference
+    @torch.no_grad()
+    def _logits(self, data: Iterable) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self.model.eval()
+        all_logits, all_labels = [], []
+        for batch in data:
+            x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
+            x = x.to(self.device, non_blocking=True, memory_format=self.precision.memory_format)
+            with self.precision.autocast():
+                logits, _ = _split_output(self.model(x))
+            all_logits.append(logits.float().cpu())
+            if y is not None:
+                all_labels.append(y.cpu())
+        labels = torch.cat(all_labels) if all_labels else None
+        return torch.cat(all_logits), labels
+
+    def evaluate(self, data: Iterable) -> dict[str, float]:
+        """``loss``, ``accuracy`` and ``top{k}`` accuracy over labelled batches."""
+        logits, labels = self._logits(data)
+        if labels is None:
+            raise ValueError("evaluate: the data yields no labels")
+        return {
+            "loss": F.cross_entropy(logits, labels).item(),
+            "accuracy": topk_correct(logits, labels).item() / len(labels),
+            f"top{self.top_k}": topk_correct(logits, labels, self.top_k).item() / len(labels),
+        }
+
+    def predict(self, data: Iterable | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Class probabilities (N, num_classes) for batches, or for one tensor of images."""
+        if isinstance(data, torch.Tensor):
+            data = data.split(batch_size)
+        logits, _ = self._logits(data)
+        return logits.softmax(1)
