@@ -10,7 +10,7 @@ import torch
 
 
 def to_float_tensor(
-    value: np.ndarray | torch.Tensor, name: str, like: torch.Tensor | None = None
+    value: np.ndarray | torch.Tensor, name: str, op: str, like: torch.Tensor | None = None
 ) -> torch.Tensor:
     """A floating-point tensor from a numpy array or tensor (no copy when it already is one).
 
@@ -21,7 +21,7 @@ def to_float_tensor(
         return tensor.to(dtype=like.dtype, device=like.device)
     if not tensor.is_floating_point():
         raise TypeError(
-            f"{name} has dtype {tensor.dtype}; expected a floating-point array "
+            f"{op}: {name} has dtype {tensor.dtype}; expected a floating-point array "
             f"(scale 8-bit images to [0, 1] first, e.g. images / 255, as the notes do)"
         )
     return tensor
@@ -47,17 +47,28 @@ def _positive_ints(values: Sequence[int], name: str, op: str, found: object) -> 
     out = []
     for v in values:
         if isinstance(v, bool) or not isinstance(v, int | np.integer):
-            raise TypeError(f"{op}: {name}={found!r} holds {v!r}; expected positive integers")
+            raise TypeError(f"{op}: {name}={found!r}{_holds(found, v)}; expected positive integers")
         if v < 1:
-            raise ValueError(f"{op}: {name}={found!r} holds {v}; sizes must be positive integers")
+            raise ValueError(
+                f"{op}: {name}={found!r}{_holds(found, v)}; expected positive integers"
+            )
         out.append(int(v))
     return tuple(out)
 
 
+def _holds(found: object, value: object) -> str:
+    return "" if found is value else f" holds {value!r}"
+
+
+def _as_tuple(value: object) -> tuple:
+    if isinstance(value, int | np.integer | float | str) or not hasattr(value, "__len__"):
+        return (value,)
+    return tuple(value)
+
+
 def parse_window(value: int | Sequence[int], name: str, op: str) -> tuple[int, int]:
     """``(height, width)`` from an int, a 1- or 2-element sequence, or the NHWC ``[1, h, w, 1]``."""
-    values = (value,) if isinstance(value, int | np.integer) else tuple(value)
-    ints = _positive_ints(values, name, op, value)
+    ints = _positive_ints(_as_tuple(value), name, op, value)
     if len(ints) == 1:
         return ints[0], ints[0]
     if len(ints) == 2:
@@ -83,8 +94,8 @@ def parse_pool_window(
     TensorFlow pools along depth when ksize is ``(1, 1, 1, k)``; it then requires strides
     ``(1, 1, 1, k)`` and pools along nothing else (``tensorflow/core/kernels/maxpooling_op.cc``).
     """
-    k4 = not isinstance(ksize, int | np.integer) and len(ksize) == 4
-    s4 = not isinstance(strides, int | np.integer) and len(strides) == 4
+    k4 = len(_as_tuple(ksize)) == 4
+    s4 = len(_as_tuple(strides)) == 4
     if k4:
         kv = _positive_ints(tuple(ksize), "ksize", op, ksize)
         if kv[0] != 1:
@@ -109,6 +120,6 @@ def check_output_size(op: str, axis: str, size: int, kernel_size: int, dilation:
     if extent > size:
         raise ValueError(
             f"{op}: 'VALID' window of {extent} cells along {axis} does not fit the input's "
-            f"{size} cells (the output size would be {size - extent + 1} or less); "
+            f"{size} cells (the output would have {size - extent + 1}); "
             f"expected a window no larger than the input, or padding='SAME'"
         )

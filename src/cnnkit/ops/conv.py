@@ -21,7 +21,7 @@ from cnnkit.ops._args import (
     parse_window,
     to_float_tensor,
 )
-from cnnkit.ops.padding import pad_nchw, same_pads_nchw
+from cnnkit.ops.padding import pad_nchw, same_pads_nchw, use_symmetric_shortcut
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -41,7 +41,7 @@ def conv2d_same_nchw(
     """
     kernel_size = (weight.shape[-2], weight.shape[-1])
     top, bottom, left, right = same_pads_nchw(x, kernel_size, stride, dilation)
-    if top == bottom and left == right:
+    if use_symmetric_shortcut((top, bottom, left, right)):
         return F.conv2d(x, weight, bias, stride, (top, left), dilation, groups)
     x = pad_nchw(x, (top, bottom, left, right))
     return F.conv2d(x, weight, bias, stride, 0, dilation, groups)
@@ -69,8 +69,8 @@ def conv2d(
         sh),
         ..., fn]`` for 'VALID' with ``kh_eff = dh * (fh - 1) + 1``.
     """
-    x = to_float_tensor(images, "images")
-    w = to_float_tensor(filters, "filters", like=x)
+    x = to_float_tensor(images, "images", "conv2d")
+    w = to_float_tensor(filters, "filters", "conv2d", like=x)
     if x.ndim != 4:
         raise ValueError(
             f"conv2d: images must be 4-D [batch, height, width, channels] (NHWC), "

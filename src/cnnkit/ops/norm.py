@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from cnnkit.ops._args import nchw_to_nhwc, nhwc_to_nchw, to_float_tensor
 
 
-def _check(depth_radius: int, beta: float, op: str) -> None:
+def _check_radius(depth_radius: int, op: str) -> None:
     if isinstance(depth_radius, bool) or not isinstance(depth_radius, int) or depth_radius < 0:
         raise ValueError(f"{op}: depth_radius={depth_radius!r}; expected an integer >= 0")
 
@@ -39,8 +39,8 @@ def local_response_normalization(
     beta: float = 0.5,
 ) -> torch.Tensor:
     """``tf.nn.local_response_normalization`` on NHWC input, returning NHWC (defaults as TF's)."""
-    _check(depth_radius, beta, "local_response_normalization")
-    x = to_float_tensor(images, "images")
+    _check_radius(depth_radius, "local_response_normalization")
+    x = to_float_tensor(images, "images", "local_response_normalization")
     if x.ndim != 4:
         raise ValueError(
             f"local_response_normalization: input must be 4-D [batch, height, width, channels], "

@@ -31,13 +31,27 @@ def get_same_padding(
     (2, 3)
     """
     output_size = -(-size // stride)  # ceil without floats, so it also works on symbolic sizes
-    total = max((output_size - 1) * stride + effective_kernel_size(kernel_size, dilation) - size, 0)
+    extent = effective_kernel_size(kernel_size, dilation)
+    total = (output_size - 1) * stride + extent - size
+    if (
+        extent < stride
+    ):  # only then can it go negative; kept out of the expression traced for export
+        total = max(total, 0)
     return total // 2, total - total // 2
 
 
+def use_symmetric_shortcut(pads: tuple[int, int, int, int]) -> bool:
+    """Whether to hand symmetric pads to torch's kernels instead of padding first.
+
+    Not while ``torch.export`` traces: the test depends on the input size's parity, and a branch on
+    it would pin exported programs to one parity. The explicit pad is exact for every size.
+    """
+    top, bottom, left, right = pads
+    return not torch.compiler.is_exporting() and top == bottom and left == right
+
+
 def static_same_padding(kernel_size: int, dilation: int = 1) -> tuple[int, int]:
-    """'SAME' padding at stride 1, which does not depend on the input size: total ``d * (k -
-    1)``."""
+    """'SAME' padding at stride 1, independent of the input size: total ``d * (k - 1)``."""
     total = dilation * (kernel_size - 1)
     return total // 2, total - total // 2
 
@@ -55,9 +69,6 @@ def same_pads_nchw(
 
 
 def pad_nchw(x: torch.Tensor, pads: tuple[int, int, int, int], value: float = 0.0) -> torch.Tensor:
-    """Pad an NCHW tensor by ``(top, bottom, left, right)`` (``F.pad`` wants the last axis
-    first)."""
+    """Pad an NCHW tensor by ``(top, bottom, left, right)`` (``F.pad`` wants the last axis first)."""
     top, bottom, left, right = pads
-    if not any(pads):
-        return x
     return F.pad(x, (left, right, top, bottom), value=value)

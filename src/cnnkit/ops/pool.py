@@ -22,7 +22,7 @@ from cnnkit.ops._args import (
     parse_pool_window,
     to_float_tensor,
 )
-from cnnkit.ops.padding import pad_nchw, same_pads_nchw
+from cnnkit.ops.padding import pad_nchw, same_pads_nchw, use_symmetric_shortcut
 
 ArrayLike = np.ndarray | torch.Tensor
 Window = int | Sequence[int]
@@ -35,7 +35,9 @@ def max_pool_nchw(
     if not same:
         return F.max_pool2d(x, kernel_size, stride)
     top, bottom, left, right = same_pads_nchw(x, kernel_size, stride)
-    if top == bottom and left == right:  # torch's own padding is -inf too: no copy
+    if use_symmetric_shortcut(
+        (top, bottom, left, right)
+    ):  # torch's own padding is -inf too: no copy
         return F.max_pool2d(x, kernel_size, stride, (top, left))
     return F.max_pool2d(pad_nchw(x, (top, bottom, left, right), float("-inf")), kernel_size, stride)
 
@@ -48,7 +50,7 @@ def avg_pool_nchw(
         return F.avg_pool2d(x, kernel_size, stride)
     pads = same_pads_nchw(x, kernel_size, stride)
     top, bottom, left, right = pads
-    if top == bottom and left == right:
+    if use_symmetric_shortcut((top, bottom, left, right)):
         return F.avg_pool2d(x, kernel_size, stride, (top, left), count_include_pad=False)
     # torch's count_include_pad=False only knows symmetric padding, so pad explicitly and divide the
     # window sums by the pooled mask of real cells (one 1×1×H×W map, cheap next to the images).
@@ -74,7 +76,7 @@ def _pool(
     images: ArrayLike, ksize: Window, strides: Window, padding: str, mode: str
 ) -> torch.Tensor:
     op = "max_pool" if mode == "max" else "avg_pool"
-    x = to_float_tensor(images, "images")
+    x = to_float_tensor(images, "images", op)
     if x.ndim != 4:
         raise ValueError(
             f"{op}: images must be 4-D [batch, height, width, channels] (NHWC), "
@@ -120,7 +122,7 @@ def avg_pool(
 
 def global_avg_pool(images: ArrayLike, keepdims: bool = False) -> torch.Tensor:
     """``tf.reduce_mean(images, axis=[1, 2])``: N×H×W×C -> N×C (N×1×1×C with ``keepdims``)."""
-    x = to_float_tensor(images, "images")
+    x = to_float_tensor(images, "images", "global_avg_pool")
     if x.ndim != 4:
         raise ValueError(
             f"global_avg_pool: images must be 4-D [batch, height, width, channels] (NHWC), "
