@@ -4,22 +4,23 @@ Lower layers only: this package imports ``cnnkit.ops`` and never ``cnnkit.models
 """
 
 from cnnkit.layers.activation import get_activation
+from cnnkit.layers.blocks import Bottleneck, InceptionModule, ResidualUnit, SEBlock
 from cnnkit.layers.conv import Conv2d, ConvTranspose2d, SeparableConv2d
 from cnnkit.layers.norm import LocalResponseNorm
 from cnnkit.layers.pool import AvgPool2d, DepthMaxPool2d, GlobalAvgPool2d, MaxPool2d
 
-# Composite blocks (SEBlock, ResidualUnit, Bottleneck, InceptionModule) live in
-# ``cnnkit/layers/blocks.py``, owned by the model-zoo issue (#4); its author adds the import here:
-# from cnnkit.layers.blocks import ...
-
 __all__ = [
     "AvgPool2d",
+    "Bottleneck",
     "Conv2d",
     "ConvTranspose2d",
     "DepthMaxPool2d",
     "GlobalAvgPool2d",
+    "InceptionModule",
     "LocalResponseNorm",
     "MaxPool2d",
+    "ResidualUnit",
+    "SEBlock",
     "SeparableConv2d",
     "get_activation",
 ]
