@@ -25,8 +25,7 @@ _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 
 
 def get_activation(activation: str | nn.Module | None) -> nn.Module:
-    """An activation module from a Keras-style name, a module (returned as is), or None
-    (identity)."""
+    """An activation module from a Keras-style name, a module (returned as is) or None (identity)."""
     if activation is None:
         return nn.Identity()
     if isinstance(activation, nn.Module):

@@ -1,15 +1,11 @@
-"""Convolution layers with Keras' padding semantics: ``Conv2d``, ``SeparableConv2d``,
-``ConvTranspose2d``.
+"""Convolutions with Keras' padding semantics: ``Conv2d``, ``SeparableConv2d``, ``ConvTranspose2d``.
 
 'same' is TensorFlow's at every stride: the output has ``ceil(n / s)`` cells and an odd total
-padding
-puts the extra row/column at the bottom/right (PyTorch's ``padding=`` pads both sides alike). When
-torch's own padding is equivalent (stride 1, odd effective kernel) it is used, so those convolutions
-stay on PyTorch's fast path; otherwise the padding comes from the actual input size in
-``forward``, as
-timm's ``Conv2dSame`` does. The classes subclass the ``torch.nn`` ones, so ``weight``/``bias``
-keep their
-standard ``state_dict`` keys and torchvision weights load into them.
+padding puts the extra row/column at the bottom/right (PyTorch's ``padding=`` pads both sides
+alike). When torch's own padding is equivalent (stride 1, odd effective kernel) it is used, so those
+convolutions stay on PyTorch's fast path; otherwise the padding comes from the actual input size in
+``forward``, as timm's ``Conv2dSame`` does. The classes subclass the ``torch.nn`` ones, so
+``weight``/``bias`` keep their standard ``state_dict`` keys and torchvision weights load into them.
 """
 
 from __future__ import annotations
@@ -35,8 +31,7 @@ class Conv2d(nn.Conv2d):
     an int or tuple ``p`` -> ``floor((n + 2p - k_eff) / stride) + 1`` (torch's symmetric padding).
 
     Args:
-        activation: None, a Keras-style name ("relu", "gelu", ...) or a module, applied after the
-        bias.
+        activation: None, a Keras-style name ("relu", "gelu", ...) or a module, applied last.
     """
 
     def __init__(
@@ -53,8 +48,8 @@ class Conv2d(nn.Conv2d):
     ) -> None:
         kernel_size, stride, dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
         mode = _padding_mode(padding, "Conv2d")
-        # "same" pads at run time unless a static symmetric torch padding is exact (stride 1, odd
-        # k_eff).
+        # 'same' pads at run time unless it is static (stride 1); static and symmetric (odd k_eff)
+        # goes to torch's own padding, the fast path.
         static_pads: tuple[int, int, int, int] | None = None
         dynamic_same = False
         torch_padding: int | tuple[int, int] = 0
@@ -95,10 +90,9 @@ class Conv2d(nn.Conv2d):
 
 class SeparableConv2d(nn.Module):
     """``keras.layers.SeparableConv2D``: a depthwise k×k conv (``depth_multiplier`` filters per
-    input
-    channel, no bias) then a pointwise 1×1 conv (with bias), as Xception (Chollet, 2017) uses it.
+    input channel, no bias) then a pointwise 1×1 conv (with bias), as Xception (Chollet, 2017).
 
-    N×C×H×W -> N×out_channels×H'×W', with H', W' as ``Conv2d`` with the same kernel, stride,
+    N×C×H×W -> N×out_channels×H'×W', H' and W' as ``Conv2d``'s with the same kernel, stride and
     padding.
     """
 
@@ -132,15 +126,12 @@ class ConvTranspose2d(nn.ConvTranspose2d):
     """``keras.layers.Conv2DTranspose`` (no ``output_padding``) in NCHW, with Keras' output sizes.
 
     Along an axis of ``n`` cells, with ``k_eff = dilation * (kernel_size - 1) + 1``:
-    'same' -> ``n * stride``; 'valid' -> ``n * stride + max(k_eff - stride, 0)``, i.e.
-    ``(n - 1) * stride + k_eff`` when ``k_eff >= stride``
-    (``keras.utils.conv_utils.deconv_output_length``).
+    'same' -> ``n * stride``; 'valid' -> ``n * stride + max(k_eff - stride, 0)``, which is
+    ``(n - 1) * stride + k_eff`` when ``k_eff >= stride`` (Keras' ``deconv_output_length``).
 
     'same' is the gradient of a 'same' convolution: the cropped border is ``total // 2`` at the
-    top/left
-    and the rest at the bottom/right, so an odd total crops one more cell at the end. torch crops
-    both
-    ends alike, so we crop the smaller amount and slice the last cell off in ``forward``.
+    top/left and the rest at the bottom/right, so an odd total crops one more cell at the end. torch
+    crops both ends alike, so we crop the smaller amount and slice the last cell off in ``forward``.
     """
 
     def __init__(

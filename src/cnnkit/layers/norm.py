@@ -17,10 +17,8 @@ class LocalResponseNorm(nn.Module):
     """``tf.nn.local_response_normalization`` as a module, NCHW -> NCHW (same shape).
 
     ``b_c = a_c / (bias + alpha * sum_{j=c-r}^{c+r} a_j**2) ** beta``, the window clipped at the
-    first
-    and last channel. AlexNet (Krizhevsky et al., 2012, §3.3) used r=2, bias=2, alpha=1e-4,
-    beta=0.75
-    with alpha divided by n=5 in the paper's formula, i.e. alpha=2e-5 here.
+    first and last channel. AlexNet (Krizhevsky et al., 2012, §3.3: k=2, n=5, α=1e-4, β=0.75, α not
+    divided by n) is ``LocalResponseNorm(depth_radius=2, bias=2.0, alpha=1e-4, beta=0.75)``.
     """
 
     def __init__(

@@ -1,9 +1,7 @@
-"""Pooling layers with Keras' 'same'/'valid' semantics (NCHW): max, average, depth-max, global
-average.
+"""Pooling with Keras' 'same'/'valid' semantics (NCHW): max, average, depth-max, global average.
 
-Reference: the notes (Géron, *Hands-On Machine Learning*, ch. 14, "Pooling Layers"); the
-arithmetic is
-``cnnkit.ops.pool``'s, shared with the TensorFlow-layout functions.
+Reference: the notes (Géron, *Hands-On Machine Learning*, ch. 14, "Pooling Layers"); the arithmetic
+is ``cnnkit.ops.pool``'s, shared with the TensorFlow-layout functions.
 """
 
 from __future__ import annotations

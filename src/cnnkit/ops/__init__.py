@@ -1,14 +1,14 @@
-"""TensorFlow's low-level convolution and pooling API, as the notes use it, on PyTorch (NHWC in
-and out).
+"""TensorFlow's low-level convolution and pooling API as the notes use it, on PyTorch (NHWC in, out).
 
-| notes (TensorFlow)                                   | cnnkit                                  |
-|------------------------------------------------------|-----------------------------------------|
-| ``tf.nn.conv2d(images, filters, strides, padding)``  | ``cnnkit.ops.conv2d(...)``              |
-| ``tf.nn.max_pool(x, ksize, strides, padding)``       | ``cnnkit.ops.max_pool(...)``            |
-| ``tf.nn.avg_pool(x, ksize, strides, padding)``       | ``cnnkit.ops.avg_pool(...)``            |
-| ``tf.nn.local_response_normalization(x, ...)``       |
-``cnnkit.ops.local_response_normalization(...)`` |
-| ``tf.reduce_mean(x, axis=[1, 2])``                   | ``cnnkit.ops.global_avg_pool(x)``       |
+===================================================  ================================================
+notes (TensorFlow)                                   cnnkit
+===================================================  ================================================
+``tf.nn.conv2d(images, filters, strides, padding)``  ``cnnkit.ops.conv2d(...)``
+``tf.nn.max_pool(x, ksize, strides, padding)``       ``cnnkit.ops.max_pool(...)``
+``tf.nn.avg_pool(x, ksize, strides, padding)``       ``cnnkit.ops.avg_pool(...)``
+``tf.nn.local_response_normalization(x, ...)``       ``cnnkit.ops.local_response_normalization(...)``
+``tf.reduce_mean(x, axis=[1, 2])``                   ``cnnkit.ops.global_avg_pool(x)``
+===================================================  ================================================
 """
 
 from cnnkit.ops.conv import conv2d, conv2d_same_nchw

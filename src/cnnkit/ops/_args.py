@@ -1,5 +1,4 @@
-"""Argument checking shared by ``cnnkit.ops``: TensorFlow's argument forms, with errors that say
-why."""
+"""Argument checking for ``cnnkit.ops``: TensorFlow's argument forms, with errors that say why."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """``tf.nn.conv2d`` with TensorFlow's layouts and 'SAME' padding, on PyTorch.
 
 ``conv2d`` takes images ``[batch, height, width, channels]`` and filters ``[fh, fw, fn', fn]`` as
-the
-notes (Géron, *Hands-On Machine Learning*, ch. 14, "TensorFlow Implementation") and
+the notes (Géron, *Hands-On Machine Learning*, ch. 14, "TensorFlow Implementation") and
 ``tf.nn.conv2d`` do, and returns an NHWC tensor. ``conv2d_same_nchw`` is the NCHW core that
 ``cnnkit.layers.Conv2d`` shares, so layer and op agree by construction.
 """
@@ -65,9 +64,9 @@ def conv2d(
         dilations: as ``strides``.
 
     Returns:
-        ``[batch, ceil(h / sh), ceil(w / sw), fn]`` for 'SAME'; ``[batch, ceil((h - kh_eff + 1) /
-        sh),
-        ..., fn]`` for 'VALID' with ``kh_eff = dh * (fh - 1) + 1``.
+        ``[batch, ceil(h / sh), ceil(w / sw), fn]`` for 'SAME';
+        ``[batch, ceil((h - kh_eff + 1) / sh), ceil((w - kw_eff + 1) / sw), fn]`` for 'VALID',
+        with ``kh_eff = dh * (fh - 1) + 1``.
     """
     x = to_float_tensor(images, "images", "conv2d")
     w = to_float_tensor(filters, "filters", "conv2d", like=x)

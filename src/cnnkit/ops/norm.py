@@ -2,8 +2,7 @@
 
 TensorFlow: ``b_c = a_c / (bias + alpha * sum_{j=c-r}^{c+r} a_j**2) ** beta`` (window clipped at the
 ends, ``alpha`` NOT divided by the window size). ``torch.nn.LocalResponseNorm(size, alpha, beta,
-k)``
-divides ``alpha`` by ``size``, so TensorFlow's ``(r, bias, alpha, beta)`` is torch's
+k)`` divides ``alpha`` by ``size``, so TensorFlow's ``(r, bias, alpha, beta)`` is torch's
 ``(size=2r+1, alpha=alpha*(2r+1), beta=beta, k=bias)``; we call torch's kernel with that mapping.
 References: Krizhevsky et al., "ImageNet Classification with Deep CNNs" (2012), §3.3; TensorFlow's
 ``tf.nn.local_response_normalization`` docs; ``torch.nn.functional.local_response_norm``.

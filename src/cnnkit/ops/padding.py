@@ -1,14 +1,12 @@
 """TensorFlow's 'SAME' padding arithmetic, in one place for ``cnnkit.ops`` and ``cnnkit.layers``.
 
-TensorFlow pads so that the output has ``ceil(n / s)`` cells along an axis of size ``n``: the
-total padding
-is ``max((ceil(n / s) - 1) * s + k_eff - n, 0)`` with ``k_eff = d * (k - 1) + 1`` for dilation
-``d``, and
-when it is odd the extra cell goes at the end (bottom/right). PyTorch's ``padding=`` pads both sides
-equally, so it reproduces 'SAME' only when that total is even; otherwise we pad explicitly first.
-Reference: TensorFlow, ``tensorflow/core/framework/kernel_shape_util.cc``
-(``GetWindowedOutputSizeVerbose``),
-and timm's ``timm/layers/padding.py`` (``get_same_padding``, ``pad_same``), which does the same.
+TensorFlow pads so that the output has ``ceil(n / s)`` cells along an axis of size ``n``: the total
+padding is ``max((ceil(n / s) - 1) * s + k_eff - n, 0)`` with ``k_eff = d * (k - 1) + 1`` for
+dilation ``d``, and when it is odd the extra cell goes at the end (bottom/right). PyTorch's
+``padding=`` pads both sides equally, so it reproduces 'SAME' only when that total is even;
+otherwise we pad explicitly first. Reference: TensorFlow,
+``tensorflow/core/framework/kernel_shape_util.cc`` (``GetWindowedOutputSizeVerbose``), and timm's
+``timm/layers/padding.py`` (``get_same_padding``, ``pad_same``), which does the same.
 """
 
 from __future__ import annotations

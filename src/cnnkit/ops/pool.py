@@ -103,8 +103,7 @@ def max_pool(
     """``tf.nn.max_pool(images, ksize, strides, padding)`` on NHWC images, returning NHWC.
 
     ``ksize`` and ``strides`` are an int, ``(h, w)`` or ``(1, h, w, 1)``; ``ksize=(1, 1, 1, k)``
-    with
-    ``strides=(1, 1, 1, k)`` pools along depth as in the notes (``k`` must divide the depth).
+    with ``strides=(1, 1, 1, k)`` pools along depth as in the notes (``k`` must divide the depth).
     """
     return _pool(images, ksize, strides, padding, "max")
 
