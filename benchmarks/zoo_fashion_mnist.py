@@ -1,0 +1,199 @@
+"""Benchmark: each zoo model trained on the real Fashion-MNIST for a fixed time budget.
+
+For every model: test accuracy (10,000 test images), training images/s, and forward FLOPs per image
+(``torch.utils.flop_counter``, a multiply-add counted as 2 FLOPs) at the input size it is trained on.
+The models are adapted to the data, as the issue asks: 1 input channel, 10 classes, and the smallest
+input each accepts (Fashion-MNIST's 28×28 resized once, bilinearly, up front); LeNet-5 gets the
+paper's input instead, the 28×28 image zero-padded to 32×32 and scaled so that the background is -0.1
+and full ink 1.175.
+
+The budget is in seconds of training per model. A short probe measures the model's training speed,
+which fixes how many optimizer steps fit the budget; the run is then that many steps (whole epochs if
+at least one fits, else one pass over a fixed random subset), so the 1cycle schedule spans the budget.
+Results go to stdout as a Markdown table (and to ``--out`` as JSON).
+
+    .venv/bin/python benchmarks/zoo_fashion_mnist.py --seconds 60
+    .venv/bin/python benchmarks/zoo_fashion_mnist.py --models lenet5 resnet18_small --seconds 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import platform
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from cnnkit.data import TensorBatches, load_fashion_mnist
+from cnnkit.models import create_model
+from cnnkit.train import Trainer, seed_everything
+
+# ---- configuration ---------------------------------------------------------------------------------
+FASHION_MEAN, FASHION_STD = 0.2860, 0.3530  # Fashion-MNIST training-set pixel statistics (/255)
+# LeCun et al. 1998 §II.B: background -0.1, ink 1.175, i.e. (x/255 - mean) / std with these:
+LENET_MEAN, LENET_STD = 0.1 / 1.275, 1 / 1.275
+
+MODELS: dict[str, dict] = {
+    # name: input size (the model's minimum, or the paper's for LeNet-5), builder options
+    "lenet5": {"size": 32, "options": {}},
+    "resnet18_small": {"size": 28, "options": {}},
+    "resnet50_small": {"size": 28, "options": {}},
+    "alexnet": {"size": 67, "options": {}},
+    "vgg16": {"size": 32, "options": {}},
+    "googlenet": {"size": 65, "options": {}},
+    "se_inception": {"size": 65, "options": {}},
+    "xception": {"size": 71, "options": {}},
+}
+
+HYPER = {
+    "batch_size": 128,
+    "optimizer": "adamw",
+    "lr": 2e-3,  # peak of the 1cycle schedule
+    "schedule": "onecycle",
+    "probe_steps": 3,  # timed training steps (after one warm-up) that size the budget
+    "seed": 0,
+}
+
+
+# ---- data -------------------------------------------------------------------------------------------
+def adapt_images(images: torch.Tensor, name: str, size: int) -> torch.Tensor:
+    """uint8 (N, 28, 28) → uint8 (N, 1, size, size): zero-padded for LeNet-5, else resized."""
+    x = images[:, None]
+    if name.startswith("lenet"):
+        pad = (size - 28) // 2
+        return F.pad(x, (pad, size - 28 - pad, pad, size - 28 - pad))  # 0 is the background
+    if size == 28:
+        return x
+    resized = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False)
+    return resized.round().clamp(0, 255).to(torch.uint8)
+
+
+def batches(images: torch.Tensor, labels: torch.Tensor, name: str, shuffle: bool) -> TensorBatches:
+    mean, std = (LENET_MEAN, LENET_STD) if name.startswith("lenet") else (FASHION_MEAN, FASHION_STD)
+    return TensorBatches(
+        images,
+        labels,
+        HYPER["batch_size"],
+        shuffle=shuffle,
+        seed=HYPER["seed"],
+        mean=(mean,),
+        std=(std,),
+    )
+
+
+# ---- measurements -----------------------------------------------------------------------------------
+def forward_flops(model: torch.nn.Module, size: int) -> int:
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, 1, size, size))
+    return counter.get_total_flops()
+
+
+def training_rate(model: torch.nn.Module, size: int) -> float:
+    """Training images/s of a copy of ``model`` on random data (forward, backward, AdamW step)."""
+    probe = copy.deepcopy(model).train()
+    optimizer = torch.optim.AdamW(probe.parameters())
+    x = torch.randn(HYPER["batch_size"], 1, size, size)
+    y = torch.randint(0, 10, (HYPER["batch_size"],))
+    for step in range(HYPER["probe_steps"] + 1):
+        if step == 1:  # the first step pays for allocation
+            start = time.perf_counter()
+        out = probe(x)
+        logits = out[0] if isinstance(out, tuple) else out
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return HYPER["probe_steps"] * HYPER["batch_size"] / (time.perf_counter() - start)
+
+
+# ---- one model --------------------------------------------------------------------------------------
+def run_model(name: str, seconds: float, data: tuple) -> dict:
+    (x_train, y_train), _, (x_test, y_test) = data
+    size, options = MODELS[name]["size"], MODELS[name]["options"]
+    seed_everything(HYPER["seed"])
+    model = create_model(name, num_classes=10, in_channels=1, **options)
+    flops = forward_flops(model, size)
+    rate = training_rate(model, size)
+
+    images = adapt_images(x_train, name, size)
+    steps = max(1, int(seconds * rate / HYPER["batch_size"]))
+    steps_per_epoch = math.ceil(len(images) / HYPER["batch_size"])
+    if steps >= steps_per_epoch:
+        epochs, train_images, train_labels = steps // steps_per_epoch, images, y_train
+    else:  # less than an epoch fits: one pass over a fixed random subset
+        subset = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+        subset = subset[: steps * HYPER["batch_size"]]
+        epochs, train_images, train_labels = 1, images[subset], y_train[subset]
+
+    trainer = Trainer(
+        model,
+        optimizer=HYPER["optimizer"],
+        lr=HYPER["lr"],
+        schedule=HYPER["schedule"],
+        seed=HYPER["seed"],
+        device="cpu",
+        progress=False,
+    )
+    start = time.perf_counter()
+    history = trainer.fit(batches(train_images, train_labels, name, shuffle=True), epochs=epochs)
+    train_seconds = time.perf_counter() - start
+    test = trainer.evaluate(batches(adapt_images(x_test, name, size), y_test, name, shuffle=False))
+    return {
+        "model": name,
+        "input": f"1×{size}×{size}",
+        "parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "forward_mflops_per_image": flops / 1e6,
+        "train_images": epochs * len(train_images),
+        "epochs": epochs * len(train_images) / len(images),
+        "train_seconds": train_seconds,
+        "train_images_per_s": sum(h["images_per_s"] for h in history) / len(history),
+        "test_accuracy": test["accuracy"],
+    }
+
+
+# ---- report -----------------------------------------------------------------------------------------
+def markdown(rows: list[dict], seconds: float) -> str:
+    lines = [
+        f"Budget {seconds:g} s of training per model; {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}.",
+        "",
+        "| model | input | parameters | forward MFLOPs/image | epochs | train s | train images/s | test accuracy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['input']} | {r['parameters']:,} | {r['forward_mflops_per_image']:,.1f} "
+            f"| {r['epochs']:.2f} | {r['train_seconds']:.0f} | {r['train_images_per_s']:,.0f} "
+            f"| {100 * r['test_accuracy']:.2f}% |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="training budget per model")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--out", help="write the results as JSON to this file")
+    args = parser.parse_args()
+
+    data = load_fashion_mnist()
+    rows = []
+    for name in args.models:
+        row = run_model(name, args.seconds, data)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    print(markdown(rows, args.seconds))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"seconds": args.seconds, "hyper": HYPER, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
