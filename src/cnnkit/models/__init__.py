@@ -2,6 +2,7 @@
 
 from cnnkit.models import (  # noqa: F401  (importing a family module registers its builders)
     alexnet,
+    efficientnet,
     fashion_cnn,
     googlenet,
     lenet,

