@@ -13,7 +13,7 @@ import sys
 from cnnkit import __version__
 
 # Sub-command modules in the order ``cnnkit --help`` lists them.
-COMMANDS = ["demo", "train", "evaluate", "predict", "filters"]
+COMMANDS = ["demo", "train", "evaluate", "predict", "filters", "finetune"]
 
 
 class CLIError(Exception):
@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     except (CLIError, FileNotFoundError, ValueError) as exc:
         print(f"cnnkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        return 0
     except KeyboardInterrupt:
         print(f"cnnkit {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,330 @@
+"""Image datasets from files: a folder of class sub-folders, or a CSV/JSON list of (path, label).
+
+The notes' transfer-learning recipe (Géron, ch. 14, the tf_flowers example) as a PyTorch pipeline:
+
+1. find the images: ``scan_folder`` (torchvision's ``ImageFolder`` layout, classes sorted by name) or
+   ``read_list`` (CSV with ``path`` and ``label`` columns, or JSON ``[{"path", "label"}]`` / pairs);
+2. split them with a seeded, stratified split: the notes' 75 / 15 / 10 (scikit-learn's
+   ``train_test_split(stratify=...)``, so every split keeps the class proportions);
+3. decode and resize each image once (``decode_images``, in threads: PIL releases the GIL), keeping
+   uint8 tensors whose shorter side is ``image_size / crop_pct`` (256 for 224), so epochs cost no JPEG
+   decoding; training then takes random crops of the whole image, evaluation the center crop;
+4. serve batches through a ``DataLoader`` with worker processes and prefetching; training batches are
+   augmented with ``torchvision.transforms.v2`` (random resized crop, horizontal flip, colour jitter).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+SPLIT_FRACTIONS = (0.75, 0.15, 0.10)  # the notes' train / valid / test
+
+
+@dataclass(frozen=True)
+class ImageList:
+    """Image files with integer labels indexing ``classes``."""
+
+    paths: tuple[Path, ...]
+    labels: tuple[int, ...]
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ImageList:
+        return ImageList(
+            tuple(self.paths[i] for i in indices),
+            tuple(self.labels[i] for i in indices),
+            self.classes,
+        )
+
+    def counts(self) -> list[int]:
+        """Images per class, in class order."""
+        return np.bincount(
+            np.asarray(self.labels, dtype=np.int64), minlength=len(self.classes)
+        ).tolist()
+
+
+# ---- Finding the images -----------------------------------------------------------------------
+
+
+def scan_folder(root: str | os.PathLike) -> ImageList:
+    """``root/CLASS/*.jpg`` → an ``ImageList``; classes are the sub-folder names, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder {root} does not exist")
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise ValueError(
+            f"{root}: expected one sub-folder per class (ImageFolder layout), found none"
+        )
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        files = sorted(
+            p
+            for p in (root / name).rglob("*")
+            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        )
+        if not files:
+            raise ValueError(
+                f"{root / name}: class folder holds no image ({', '.join(IMAGE_EXTENSIONS)})"
+            )
+        paths += files
+        labels += [label] * len(files)
+    return ImageList(tuple(paths), tuple(labels), tuple(classes))
+
+
+def read_list(list_file: str | os.PathLike, root: str | os.PathLike | None = None) -> ImageList:
+    """A CSV (``path,label`` header) or JSON list of images; relative paths are under ``root``
+    (default: the list file's folder). Labels are class names; classes are sorted."""
+    list_file = Path(list_file)
+    root = Path(root) if root is not None else list_file.parent
+    rows: list[tuple[str, str]] = []
+    if list_file.suffix.lower() == ".csv":
+        with open(list_file, newline="") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+                raise ValueError(
+                    f"{list_file}: expected a header with 'path' and 'label' columns, "
+                    f"found {reader.fieldnames}"
+                )
+            rows = [(row["path"], row["label"]) for row in reader]
+    elif list_file.suffix.lower() == ".json":
+        for index, item in enumerate(json.loads(list_file.read_text())):
+            if isinstance(item, dict) and "path" in item and "label" in item:
+                rows.append((item["path"], str(item["label"])))
+            elif isinstance(item, list | tuple) and len(item) == 2:
+                rows.append((item[0], str(item[1])))
+            else:
+                raise ValueError(
+                    f"{list_file}: item {index} is {item!r}; expected "
+                    '{"path": ..., "label": ...} or [path, label]'
+                )
+    else:
+        raise ValueError(f"{list_file}: expected a .csv or .json list of images")
+    if not rows:
+        raise ValueError(f"{list_file}: the list is empty")
+    classes = tuple(sorted({label for _, label in rows}))
+    index = {name: i for i, name in enumerate(classes)}
+    paths = tuple(root / path for path, _ in rows)
+    return ImageList(paths, tuple(index[label] for _, label in rows), classes)
+
+
+def find_images(source: str | os.PathLike) -> ImageList:
+    """A folder (ImageFolder layout) or a .csv/.json list."""
+    return scan_folder(source) if Path(source).is_dir() else read_list(source)
+
+
+# ---- Splitting --------------------------------------------------------------------------------
+
+
+def stratified_split(
+    labels: Sequence[int], fractions: Sequence[float] = SPLIT_FRACTIONS, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of a seeded, stratified train / valid / test split (fractions summing to 1).
+
+    A zero fraction gives an empty split. scikit-learn rounds each split's size to whole images and
+    allocates them over the classes in proportion, so 100 images of each of 10 classes split
+    75/15/10 give exactly 75, 15 and 10 per class.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(
+            f"fractions={tuple(fractions)}; expected (train, valid, test) >= 0 summing to 1"
+        )
+    labels = np.asarray(labels)
+    indices = np.arange(len(labels))
+    train_frac, valid_frac, test_frac = fractions
+    empty = np.array([], dtype=np.int64)
+    rest, test = indices, empty
+    if test_frac > 0:
+        rest, test = train_test_split(
+            indices, test_size=test_frac, stratify=labels, random_state=seed
+        )
+    train, valid = rest, empty
+    if valid_frac > 0:
+        train, valid = train_test_split(
+            rest,
+            test_size=valid_frac / (train_frac + valid_frac),
+            stratify=labels[rest],
+            random_state=seed,
+        )
+    return np.sort(train), np.sort(valid), np.sort(test)
+
+
+# ---- Decoding once ----------------------------------------------------------------------------
+
+
+def decode_image(path: str | os.PathLike, shorter_side: int) -> torch.Tensor:
+    """A file as a 3×H×W uint8 tensor whose shorter side is ``shorter_side`` (aspect kept)."""
+    with Image.open(path) as image:
+        # JPEG can decode at 1/2, 1/4, 1/8 scale directly, much faster than decoding then resizing.
+        image.draft("RGB", (shorter_side, shorter_side))
+        pixels = TF.pil_to_tensor(image.convert("RGB"))
+    return TF.resize(pixels, shorter_side, antialias=True)
+
+
+def decode_images(paths: Sequence[Path], shorter_side: int, threads: int = 2) -> list[torch.Tensor]:
+    """``decode_image`` over all files in threads; unreadable files are one error listing them all."""
+
+    def one(path: Path) -> torch.Tensor | str:
+        try:
+            return decode_image(path, shorter_side)
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            return f"{path}: {exc}"
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        results = list(pool.map(one, paths))
+    bad = [r for r in results if isinstance(r, str)]
+    if bad:
+        more = f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""
+        raise ValueError("cannot read these images:\n  " + "\n  ".join(bad[:10]) + more)
+    return results  # type: ignore[return-value]
+
+
+class ImageDataset(Dataset):
+    """Decoded uint8 images (a list of 3×H×W tensors) and labels, with a per-item transform."""
+
+    def __init__(
+        self,
+        images: list[torch.Tensor],
+        labels: Sequence[int],
+        transform: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels, self.transform = images, torch.as_tensor(labels), transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.transform(self.images[index]), self.labels[index]
+
+
+# ---- Transforms -------------------------------------------------------------------------------
+
+
+def train_transform(
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    scale: tuple[float, float] = (0.5, 1.0),
+    jitter: float = 0.2,
+) -> v2.Compose:
+    """Random resized crop, horizontal flip, colour jitter, then scaling and normalization.
+
+    ``scale`` is milder than ImageNet training's (0.08, 1): a short fine-tuning on few images
+    should still see most of each object. ``mean``/``std`` are on the 0-1 scale.
+    """
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(image_size, scale=scale, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(mean), list(std)),
+        ]
+    )
+
+
+def eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
+    """The center crop of the cached image (whose shorter side is ``image_size / crop_pct``)."""
+    return v2.Compose(
+        [
+            v2.CenterCrop(image_size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(mean), list(std)),
+        ]
+    )
+
+
+# ---- Everything together ----------------------------------------------------------------------
+
+
+@dataclass
+class FolderData:
+    """Train / valid / test loaders over one image collection, and its classes."""
+
+    classes: tuple[str, ...]
+    splits: dict[str, ImageList]
+    train: DataLoader
+    valid: DataLoader | None
+    test: DataLoader | None
+
+
+def _loader(
+    dataset: ImageDataset, batch_size: int, shuffle: bool, workers: int, prefetch: int, seed: int
+) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        num_workers=workers,
+        prefetch_factor=prefetch if workers > 0 else None,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        generator=generator,
+    )
+
+
+def load_image_folder(
+    source: str | os.PathLike | ImageList,
+    image_size: int = 224,
+    crop_pct: float = 0.875,
+    mean: Sequence[float] = (0.485, 0.456, 0.406),
+    std: Sequence[float] = (0.229, 0.224, 0.225),
+    fractions: Sequence[float] = SPLIT_FRACTIONS,
+    seed: int = 0,
+    batch_size: int = 32,
+    workers: int = 2,
+    prefetch: int = 2,
+    augment: bool = True,
+) -> FolderData:
+    """Find, split, decode once and serve an image collection.
+
+    ``source``: a folder of class sub-folders, a .csv/.json list, or an ``ImageList``. ``mean``/``std``
+    (0-1 scale) and ``crop_pct`` should be those of the pretrained weights (``Preprocess.mean_01``).
+    """
+    images = source if isinstance(source, ImageList) else find_images(source)
+    train_idx, valid_idx, test_idx = stratified_split(images.labels, fractions, seed)
+    splits = {
+        "train": images.subset(train_idx),
+        "valid": images.subset(valid_idx),
+        "test": images.subset(test_idx),
+    }
+    shorter_side = round(image_size / crop_pct)
+    pixels = decode_images(images.paths, shorter_side, threads=max(1, workers))
+    plain = eval_transform(image_size, mean, std)
+    augmented = train_transform(image_size, mean, std) if augment else plain
+
+    def make(indices: np.ndarray, transform: Callable, shuffle: bool) -> DataLoader | None:
+        if len(indices) == 0:
+            return None
+        dataset = ImageDataset(
+            [pixels[i] for i in indices], [images.labels[i] for i in indices], transform
+        )
+        return _loader(dataset, batch_size, shuffle, workers, prefetch, seed)
+
+    train = make(train_idx, augmented, shuffle=True)
+    if train is None:
+        raise ValueError(f"{source}: the training split is empty (fractions={tuple(fractions)})")
+    return FolderData(
+        images.classes, splits, train, make(valid_idx, plain, False), make(test_idx, plain, False)
+    )

@@ -1,0 +1,135 @@
+"""Transfer learning: freeze / unfreeze, the two fine-tuning phases, and ``cnnkit finetune``.
+
+Reference behaviour: Keras' transfer-learning guide (keras.io, "Transfer learning & fine-tuning"):
+a frozen base neither learns nor updates its BatchNorm moving statistics, even while the model
+trains; after unfreezing, everything trains.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_folder import make_folder
+
+from cnnkit.cli import main
+from cnnkit.data import TensorBatches
+from cnnkit.models import create_model
+from cnnkit.train import Trainer
+from cnnkit.train.freeze import fine_tune, freeze, trainable_parameters, unfreeze
+
+
+def small_lite0() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model("efficientnet_lite0", num_classes=3)
+
+
+def batches(n: int = 8) -> TensorBatches:
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.arange(n) % 3
+    return TensorBatches(images, labels, batch_size=8, shuffle=True, mean=(0.5,), std=(0.25,))
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def train_one_epoch(model: torch.nn.Module) -> None:
+    Trainer(model, lr=1e-2, progress=False, device="cpu").fit(batches(), epochs=1)
+
+
+def test_freeze_leaves_only_the_classifier_trainable():
+    model = small_lite0()
+    frozen = freeze(model, until="fc")
+    assert "stem.conv.weight" in frozen and "head.bn.bias" in frozen
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["fc.weight", "fc.bias"]
+    assert trainable_parameters(model) == 1280 * 3 + 3
+
+
+def test_freeze_until_a_block_keeps_later_blocks_trainable():
+    model = small_lite0()
+    freeze(model, until="blocks.15")
+    assert not model.blocks[14].project.conv.weight.requires_grad
+    assert model.blocks[15].project.conv.weight.requires_grad
+    assert model.head.conv.weight.requires_grad
+
+
+def test_freeze_names_the_modules_when_until_is_unknown():
+    with pytest.raises(ValueError, match=r"no module 'classifier'.*'stem', 'blocks'"):
+        freeze(small_lite0(), until="classifier")
+
+
+def test_frozen_phase_leaves_base_weights_and_bn_statistics_bit_identical():
+    model = small_lite0()
+    before = snapshot(model)
+    freeze(model, until="fc")
+    train_one_epoch(model)
+    after = model.state_dict()
+    base = [k for k in before if not k.startswith("fc.")]
+    assert any("running_var" in k for k in base) and any("num_batches_tracked" in k for k in base)
+    assert all(torch.equal(before[k], after[k]) for k in base)
+    assert not torch.equal(before["fc.weight"], after["fc.weight"])
+
+
+def test_frozen_bn_stays_in_inference_mode_under_model_train():
+    model = small_lite0()
+    freeze(model, until="fc")
+    model.train()
+    model(torch.randn(2, 3, 32, 32))
+    assert not model.stem.bn.training and model.dropout.training
+
+
+def test_unfrozen_phase_changes_base_weights_and_bn_statistics():
+    model = small_lite0()
+    freeze(model, until="fc")
+    unfreeze(model)
+    before = snapshot(model)
+    train_one_epoch(model)
+    after = model.state_dict()
+    for key in ["stem.conv.weight", "stem.bn.running_mean", "blocks.7.dw.bn.running_var"]:
+        assert not torch.equal(before[key], after[key]), key
+
+
+def test_fine_tune_runs_both_phases_into_one_run_directory(tmp_path):
+    model = small_lite0()
+    history = fine_tune(
+        model,
+        batches(),
+        batches(4),
+        frozen_epochs=1,
+        epochs=1,
+        lr=1e-2,
+        out_dir=tmp_path / "run",
+        progress=False,
+        device="cpu",
+    )
+    assert [(row["phase"], row["epoch"]) for row in history] == [(1, 1), (2, 2)]
+    assert history[1]["lr"] <= history[0]["lr"]  # phase 2 runs at a tenth of the learning rate
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["phase"] for line in metrics] == [1, 2]
+    assert (tmp_path / "run" / "best.safetensors").is_file()
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_cli_finetune_then_predict_with_the_run(tmp_path, capsys):
+    data = make_folder(tmp_path / "colours", per_class=10)
+    out = tmp_path / "runs" / "colours"
+    argv = ["finetune", "--model", "efficientnet_lite0", "--data", str(data), "--out", str(out)]
+    argv += ["--frozen-epochs", "1", "--epochs", "1", "--image-size", "32", "--batch-size", "6"]
+    argv += ["--workers", "0", "--no-progress", "--device", "cpu"]
+    assert main(argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["class_names"] == ["blue", "green", "red"]
+    assert config["model"] == {
+        "name": "efficientnet_lite0",
+        "num_classes": 3,
+        "in_channels": 3,
+        "options": {},
+    }
+    assert "test_accuracy" in json.loads((out / "test_metrics.json").read_text())
+    capsys.readouterr()
+    assert main(["predict", str(out), str(data / "red" / "000.png")]) == 0
+    printed = capsys.readouterr().out
+    assert "000.png" in printed and any(name in printed for name in ["blue", "green", "red"])
