@@ -28,26 +28,30 @@ from torch import nn
 from cnnkit.layers import Conv2d
 from cnnkit.ops.padding import same_pads_nchw
 
-# (name, batch, in_channels, out_channels, size, kernel, stride): ResNet-like layers at 2-core scale.
+# (name, batch, in_channels, out_channels, size, kernel, stride, calls per timing): ResNet-like
+# layers at 2-core scale, and a tiny conv where the per-call Python overhead dominates.
 CASES = [
-    ("3x3/1, 64->64, 56x56", 4, 64, 64, 56, 3, 1),
-    ("3x3/1, 256->256, 14x14", 4, 256, 256, 14, 3, 1),
-    ("7x7/1, 3->64, 112x112", 4, 3, 64, 112, 7, 1),
-    ("3x3/2, 64->128, 56x56", 4, 64, 128, 56, 3, 2),
-    ("3x3/2, 64->128, 57x57 (odd: symmetric)", 4, 64, 128, 57, 3, 2),
-    ("7x7/2, 3->64, 224x224 (stem)", 4, 3, 64, 224, 7, 2),
-    ("1x1/2, 64->128, 56x56 (skip)", 4, 64, 128, 56, 1, 2),
+    ("3x3/1, 8->8, 8x8 (per-call overhead)", 1, 8, 8, 8, 3, 1, 200),
+    ("3x3/2, 8->8, 8x8 (per-call overhead)", 1, 8, 8, 8, 3, 2, 200),
+    ("3x3/1, 64->64, 56x56", 4, 64, 64, 56, 3, 1, 1),
+    ("3x3/1, 256->256, 14x14", 4, 256, 256, 14, 3, 1, 1),
+    ("7x7/1, 3->64, 112x112", 4, 3, 64, 112, 7, 1, 1),
+    ("3x3/2, 64->128, 56x56", 4, 64, 128, 56, 3, 2, 1),
+    ("3x3/2, 64->128, 57x57 (odd: symmetric)", 4, 64, 128, 57, 3, 2, 1),
+    ("7x7/2, 3->64, 224x224 (stem)", 4, 3, 64, 224, 7, 2, 1),
+    ("1x1/2, 64->128, 56x56 (skip)", 4, 64, 128, 56, 1, 2, 1),
 ]
 
 
-def time_once(module: nn.Module, x: torch.Tensor) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds): CPU time is less sensitive to other jobs taking cores."""
+def time_once(module: nn.Module, x: torch.Tensor, calls: int) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) per call; CPU time is less sensitive to other jobs."""
     wall, cpu = time.perf_counter(), time.process_time()
-    module(x)
-    return time.perf_counter() - wall, time.process_time() - cpu
+    for _ in range(calls):
+        module(x)
+    return (time.perf_counter() - wall) / calls, (time.process_time() - cpu) / calls
 
 
-def bench_case(batch, cin, cout, size, kernel, stride, rounds, warmup) -> dict[str, float]:
+def bench_case(batch, cin, cout, size, kernel, stride, calls, rounds, warmup) -> dict[str, float]:
     torch.manual_seed(0)
     ours = Conv2d(cin, cout, kernel, stride, padding="same").eval()
     reference = nn.Conv2d(cin, cout, kernel, stride, padding=kernel // 2).eval()
@@ -63,7 +67,7 @@ def bench_case(batch, cin, cout, size, kernel, stride, rounds, warmup) -> dict[s
         for _ in range(rounds):
             order = list(variants)
             random.shuffle(order)
-            this_round = {name: time_once(variants[name], x) for name in order}
+            this_round = {name: time_once(variants[name], x, calls) for name in order}
             for name, (seconds, _) in this_round.items():
                 times[name].append(seconds)
             ratios.append(this_round["cnnkit"][0] / this_round["torch"][0])
@@ -106,14 +110,14 @@ def main() -> None:
     )
     print()
     print(
-        "| layer (batch 4) | cnnkit 'same' does | cnnkit ms | torch ms "
+        "| layer (batch 4, overhead rows 1) | cnnkit 'same' does | cnnkit ms | torch ms "
         "| cnnkit/torch per round (median, IQR) | ratio of fastest runs | CPU-time ratio |"
     )
     print("|---|---|---:|---:|---:|---:|---:|")
     for name, *case in CASES:
         r = bench_case(*case, rounds=args.rounds, warmup=args.warmup)
         print(
-            f"| {name} | {r['pads']} | {r['cnnkit_ms']:.2f} | {r['torch_ms']:.2f} | "
+            f"| {name} | {r['pads']} | {r['cnnkit_ms']:.3f} | {r['torch_ms']:.3f} | "
             f"{r['ratio']:.3f} ({r['ratio_q1']:.3f}-{r['ratio_q3']:.3f}) | "
             f"{r['min_ratio']:.3f} | {r['cpu_ratio']:.3f} |",
             flush=True,

@@ -46,6 +46,12 @@ def test_conv2d_same_stride_1_odd_kernel_uses_torch_padding():
     assert torch.equal(conv(X), reference(X))
 
 
+def test_conv2d_same_1x1_strided_needs_no_padding():
+    conv = layers.Conv2d(3, 8, 1, stride=2)
+    assert conv.padding == (0, 0) and not conv.dynamic_same
+    assert tuple(conv(X).shape) == (2, 8, 6, 5)  # ceil(11 / 2), ceil(10 / 2)
+
+
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
 def test_conv2d_same_even_kernel_matches_torch_same_padding():
     # torch's padding="same" also puts the odd cell at the bottom/right (stride 1 only)

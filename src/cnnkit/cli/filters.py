@@ -63,5 +63,6 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     rows, columns = fig.axes[0].get_gridspec().get_geometry()
     plt.close(fig)
-    print(f"wrote {args.out}: {rows} images x {columns} panels (image, feature maps, pooled maps)")
+    pooled = f", {args.pool}-pooled maps" if args.pool else ""
+    print(f"wrote {args.out}: {rows} images x {columns} panels (image, feature maps{pooled})")
     return 0

@@ -60,6 +60,8 @@ class Conv2d(nn.Conv2d):
                 torch_padding = (top, left)
             else:
                 static_pads = (top, bottom, left, right)
+        elif mode == "same" and kernel_size == (1, 1):
+            pass  # a 1x1 window never needs padding at any stride (ResNet's strided skip convs)
         elif mode == "same":
             dynamic_same = True
         elif mode == "explicit":
@@ -70,7 +72,8 @@ class Conv2d(nn.Conv2d):
         self.padding_mode_keras = mode
         self.static_pads = static_pads
         self.dynamic_same = dynamic_same
-        self.act = get_activation(activation)
+        # None stays None (no Identity call in forward), so a plain conv costs what nn.Conv2d does.
+        self.act = None if activation is None else get_activation(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dynamic_same:
@@ -82,7 +85,7 @@ class Conv2d(nn.Conv2d):
             )  # fmt: skip
         else:
             x = self._conv_forward(x, self.weight, self.bias)
-        return self.act(x)
+        return x if self.act is None else self.act(x)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", keras_padding={self.padding_mode_keras!r}"
@@ -115,11 +118,12 @@ class SeparableConv2d(nn.Module):
             groups=in_channels, bias=False,
         )  # fmt: skip
         self.pointwise = Conv2d(depthwise_channels, out_channels, 1, bias=bias)
-        self.act = get_activation(activation)
+        self.act = None if activation is None else get_activation(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.depthwise(x)  # N x C*depth_multiplier x H' x W'
-        return self.act(self.pointwise(x))  # N x out_channels x H' x W'
+        x = self.pointwise(x)  # N x out_channels x H' x W'
+        return x if self.act is None else self.act(x)
 
 
 class ConvTranspose2d(nn.ConvTranspose2d):
@@ -166,7 +170,7 @@ class ConvTranspose2d(nn.ConvTranspose2d):
         )  # fmt: skip
         self.padding_mode_keras = mode
         self.crop_end = tuple(crop_end)
-        self.act = get_activation(activation)
+        self.act = None if activation is None else get_activation(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2], x.shape[-1]
@@ -175,7 +179,7 @@ class ConvTranspose2d(nn.ConvTranspose2d):
             y = y[..., : height * self.stride[0], :]  # N x out x H*s x W'
         if self.crop_end[1]:
             y = y[..., : width * self.stride[1]]
-        return self.act(y)
+        return y if self.act is None else self.act(y)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", keras_padding={self.padding_mode_keras!r}"
