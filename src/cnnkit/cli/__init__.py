@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (CLIError, FileNotFoundError, ValueError) as exc:
+    except (CLIError, OSError, ValueError) as exc:  # user-fixable: no traceback
         print(f"cnnkit {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and the like

@@ -131,7 +131,7 @@ def download_fashion_mnist(
     dest: str | os.PathLike | None = None,
     *,
     base_url: str = OFFICIAL_URL,
-    fetch: Callable[[str, Path], None] = _urlopen_fetch,
+    fetch: Callable[[str, Path], None] | None = None,
 ) -> Path:
     """Download the four files into ``dest`` (default: the cache), verifying each sha256.
 
@@ -139,6 +139,7 @@ def download_fashion_mnist(
     interrupted or corrupt download never leaves a half file where the loader would find it.
     ``fetch(url, path)`` is the transfer; tests pass a local one.
     """
+    fetch = fetch or _urlopen_fetch
     dest = Path(dest) if dest is not None else _cache_root()
     dest.mkdir(parents=True, exist_ok=True)
     for file in _FILES.values():

@@ -114,7 +114,10 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any = None,
 ) -> dict[str, Any]:
-    """Restore what :func:`save_checkpoint` wrote; returns ``{"epoch": ..., "extra": {...}}``.
+    """Restore what :func:`save_checkpoint` wrote.
+
+    Returns ``{"epoch": ..., "extra": {...}, "scheduler": state or None}``; the schedule's state is
+    loaded into ``scheduler`` when one is given.
 
     Model keys are checked strictly: a missing or unexpected key is an error naming it.
     """
@@ -147,9 +150,11 @@ def load_checkpoint(
         optimizer.load_state_dict(
             {"state": state, "param_groups": json.loads(metadata["optimizer_param_groups"])}
         )
-    if scheduler is not None and "scheduler" in metadata:
-        scheduler.load_state_dict(json.loads(metadata["scheduler"]))
+    scheduler_state = json.loads(metadata["scheduler"]) if "scheduler" in metadata else None
+    if scheduler is not None and scheduler_state is not None:
+        scheduler.load_state_dict(scheduler_state)
     return {
         "epoch": int(metadata.get("epoch", 0)),
         "extra": json.loads(metadata.get("extra", "{}")),
+        "scheduler": scheduler_state,
     }

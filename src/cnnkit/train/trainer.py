@@ -12,6 +12,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -106,6 +107,7 @@ class Trainer:
         self.log_every = max(1, log_every)
         self.history: list[dict[str, Any]] = []
         self.epoch = 0  # epochs completed
+        self.planned_epochs: int | None = None  # the epochs the schedule spans
         self.stop_training = False
         self.stop_reason: str | None = None
 
@@ -156,7 +158,7 @@ class Trainer:
             self.optimizer,
             self.scheduler,
             epoch=self.epoch if epoch is None else epoch,
-            extra=extra,
+            extra={"planned_epochs": self.planned_epochs, **extra},
         )
 
     def load_checkpoint(self, path: str | os.PathLike) -> dict[str, Any]:
@@ -164,6 +166,20 @@ class Trainer:
         info = load_checkpoint(path, self.model, self.optimizer, self.scheduler)
         self.epoch = info["epoch"]
         return info
+
+    def _resume(self, path: os.PathLike, epochs: int, steps_per_epoch: int) -> None:
+        info = load_checkpoint(path, self.model, self.optimizer)
+        self.epoch = info["epoch"]
+        self.history = self.run.read_metrics()[: self.epoch]  # type: ignore[union-attr]
+        if info["extra"].get("planned_epochs") == epochs and info["scheduler"] is not None:
+            self.scheduler.load_state_dict(info["scheduler"])  # type: ignore[union-attr]
+        else:
+            # The run is extended or shortened: the schedule spans the new total, and is advanced
+            # to where the completed epochs leave it (torch warns of steps without optimizer steps).
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                for _ in range(self.epoch * steps_per_epoch):
+                    self.scheduler.step()  # type: ignore[union-attr]
 
     # ----------------------------------------------------------------------------- training
     def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,19 +210,19 @@ class Trainer:
         ``val_accuracy``, ``val_top{k}``, ``lr``, ``images_per_s`` and ``seconds``.
         """
         steps_per_epoch = len(train)  # type: ignore[arg-type]
-        if self.scheduler is None:
+        if self.scheduler is None or self.planned_epochs != epochs:
             self.scheduler = make_schedule(
                 self.schedule,
                 self.optimizer,
                 total_steps=epochs * steps_per_epoch,
                 steps_per_epoch=steps_per_epoch,
             )
+            self.planned_epochs = epochs
         callbacks = list(self.callbacks)
         if self.run is not None:
             self.run.create(resume=resume, overwrite=overwrite)
             if resume:
-                self.load_checkpoint(self.run / rundir.LAST)
-                self.history = self.run.read_metrics()[: self.epoch]
+                self._resume(self.run / rundir.LAST, epochs, steps_per_epoch)
             batch_size = getattr(train, "batch_size", None)
             self.run.write_json(rundir.CONFIG, self._run_config(epochs, batch_size))
             callbacks.append(BestCheckpoint(str(self.run / rundir.BEST)))

@@ -1,0 +1,83 @@
+"""``cnnkit predict RUN IMAGE...``: classify image files with a trained run and print the top-k."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+
+from cnnkit.cli import CLIError
+from cnnkit.cli._common import load_run
+from cnnkit.train import rundir
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="classify image files with a trained run")
+    p.add_argument("run", help="run directory written by `cnnkit train`")
+    p.add_argument("images", nargs="+", help="PNG/JPEG/GIF/WebP files, any size and colour mode")
+    p.add_argument("--top", type=int, default=3, help="how many classes to print per image")
+    p.add_argument(
+        "--invert",
+        action="store_true",
+        help="invert intensities (Fashion-MNIST items are light on a black background)",
+    )
+    p.add_argument("--checkpoint", choices=[rundir.BEST, rundir.LAST], default=rundir.BEST)
+    p.set_defaults(func=run)
+
+
+def read_image(path: str | Path, channels: int) -> torch.Tensor:
+    """Decode an image file to uint8 (C, H, W) with ``channels`` 1 (grey) or 3 (RGB).
+
+    Pillow rather than ``torchvision.io``: torchvision 0.29 deprecates its decoders, and Pillow
+    reads more formats (BMP, TIFF) and converts any colour mode (palette, grey+alpha, RGBA, CMYK).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise ValueError(
+            f"{path}: not a decodable image (PNG, JPEG, GIF, WebP, BMP or TIFF expected)"
+        ) from None
+    return TF.pil_to_tensor(image)
+
+
+def prepare(
+    image: torch.Tensor, size: tuple[int, int], mean: list[float], std: list[float], invert: bool
+) -> torch.Tensor:
+    """uint8 (C, H, W) → the normalized float (C, h, w) a run's model was trained on."""
+    if invert:
+        image = 255 - image
+    image = TF.resize(image, list(size), antialias=True)
+    return TF.normalize(image.float() / 255, mean, std)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        raise CLIError(f"--top: expected a positive integer, got {args.top}")
+    _, config, model = load_run(args.run, args.checkpoint)
+    data = config["data"]
+    channels, height, width = data["input_size"]
+    names = data["class_names"]
+    failures = 0
+    for path in args.images:
+        try:
+            x = prepare(
+                read_image(path, channels), (height, width), data["mean"], data["std"], args.invert
+            )
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}")
+            failures += 1
+            continue
+        with torch.no_grad():
+            probs = model(x.unsqueeze(0)).softmax(1)[0]
+        top = probs.topk(min(args.top, len(names)))
+        print(path)
+        for p, index in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            print(f"  {names[index]:<14s} {p:7.2%}")
+    return 1 if failures else 0

@@ -1,0 +1,90 @@
+"""Plots of a training run: learning curves, confusion matrix, a grid of predictions.
+
+Pure matplotlib on tensors/arrays (no cnnkit imports), written through an atomic rename so a
+crash never leaves a half-written PNG in a run directory.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Render ``fig`` to PNG and move it into place atomically; closes the figure."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
+def plot_history(history: Sequence[dict[str, float]], path: str | os.PathLike) -> Path:
+    """Loss and accuracy per epoch, training and validation, side by side."""
+    epochs = [row["epoch"] for row in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for prefix, style in (("", "o-"), ("val_", "s--")):
+            values = [row.get(prefix + metric) for row in history]
+            if all(v is not None for v in values):
+                ax.plot(epochs, values, style, label=(prefix or "train_") + metric)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return save_figure(fig, path)
+
+
+def plot_confusion_matrix(
+    matrix: np.ndarray, class_names: Sequence[str], path: str | os.PathLike
+) -> Path:
+    """Counts with rows = true class, columns = predicted class, each cell annotated."""
+    matrix = np.asarray(matrix)
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.65 * n, 0.8 + 0.6 * n))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = matrix.max() / 2
+    for i in range(n):
+        for j in range(n):
+            color = "white" if matrix[i, j] > threshold else "black"
+            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7, color=color)
+    accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+    ax.set_title(f"confusion matrix (accuracy {accuracy:.2%})")
+    return save_figure(fig, path)
+
+
+def plot_predictions(
+    images: np.ndarray,
+    predicted: Sequence[int],
+    true: Sequence[int],
+    class_names: Sequence[str],
+    path: str | os.PathLike,
+    columns: int = 8,
+) -> Path:
+    """A grid of images (N, H, W) or (N, H, W, C) titled 'predicted / true'; mistakes in red."""
+    rows = -(-len(images) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 1.9 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, p, t in zip(axes.flat, images, predicted, true, strict=False):
+        ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
+        ax.set_title(
+            f"{class_names[p]}\n({class_names[t]})", fontsize=7, color="black" if p == t else "red"
+        )
+    return save_figure(fig, path)

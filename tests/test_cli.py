@@ -1,0 +1,109 @@
+"""The `cnnkit` command line: train → evaluate → predict on real data, and its error messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from cnnkit.cli import main
+from cnnkit.train import rundir
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "small"
+    code = main(
+        ["train", "--model", "fashion_cnn", "--epochs", "2", "--train-limit", "2048",
+         "--batch-size", "64", "--lr", "3e-3", "--model-option", "dropout=0.0",
+         "--out", str(out), "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    return out
+
+
+def test_train_writes_the_whole_run_directory(trained_run):
+    names = {p.name for p in trained_run.iterdir()}
+    assert names >= {
+        rundir.CONFIG, rundir.METRICS, rundir.BEST, rundir.LAST,
+        rundir.HISTORY_PLOT, rundir.CONFUSION_PLOT, rundir.PREDICTIONS_PLOT, "test_metrics.json",
+    }  # fmt: skip
+    config = json.loads((trained_run / rundir.CONFIG).read_text())
+    assert config["model"] == {
+        "name": "fashion_cnn", "num_classes": 10, "in_channels": 1, "options": {"dropout": 0.0}
+    }  # fmt: skip
+    assert config["data"]["input_size"] == [1, 28, 28]
+    assert config["data"]["mean"][0] == pytest.approx(0.2860, abs=1e-3)  # Fashion-MNIST's mean
+    test = json.loads((trained_run / "test_metrics.json").read_text())
+    assert 0.5 < test["test_accuracy"] <= 1.0  # 2,048 images, two epochs: far above chance (10%)
+
+
+def test_evaluate_prints_loss_accuracy_and_a_class_table(trained_run, capsys):
+    assert main(["evaluate", str(trained_run)]) == 0
+    out = capsys.readouterr().out
+    expected = json.loads((trained_run / "test_metrics.json").read_text())["test_accuracy"]
+    assert f"accuracy  {expected:.2%}" in out
+    assert "Ankle boot" in out and "10000 images" in out
+
+
+def test_predict_reports_bad_files_one_by_one(trained_run, fashion_mnist, tmp_path, capsys):
+    _, _, (x_test, y_test) = fashion_mnist
+    good = tmp_path / "boot.png"
+    Image.fromarray(x_test[0].numpy()).resize((96, 96)).convert("RGB").save(good)  # label 9
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    code = main(["predict", str(trained_run), str(good), str(bad), str(tmp_path / "missing.png")])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert f"{good}\n" in out and out.count("%") == 3
+    assert f"error: {bad}: not a decodable image" in out
+    assert f"error: {tmp_path / 'missing.png'}: no such file" in out
+    assert int(y_test[0]) == 9
+
+
+def test_an_existing_run_is_never_overwritten_by_accident(trained_run, capsys):
+    before = (trained_run / rundir.BEST).read_bytes()
+    code = main(["train", "--model", "fashion_cnn", "--epochs", "1", "--out", str(trained_run)])
+    assert code == 2
+    assert "already holds a run; pass --resume" in capsys.readouterr().err
+    assert (trained_run / rundir.BEST).read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--model", "resnet9000", "--out", "x"], "unknown model 'resnet9000'; choose one of:"),
+        (["train", "--model", "fashion_cnn", "--data", "cifar", "--out", "x"], "unknown dataset 'cifar'; choose one of: fashion-mnist"),
+        (["train", "--model", "fashion_cnn", "--batch-size", "big", "--out", "x"], "--batch-size: expected a positive integer or 'auto'"),
+        (["train", "--model", "fashion_cnn", "--model-option", "depth", "--out", "x"], "--model-option: expected KEY=VALUE"),
+        (["evaluate", "no/such/run"], "no/such/run/config.json: not found"),
+    ],
+)  # fmt: skip
+def test_errors_name_the_option_and_the_valid_choices(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_choice_options_are_rejected_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--model", "fashion_cnn", "--optimizer", "rmsprop", "--out", "x"])
+    assert info.value.code == 2
+    assert (
+        "invalid choice: 'rmsprop' (choose from sgd, adam, adamw, nadam)" in capsys.readouterr().err
+    )
+
+
+def test_the_predicted_class_of_a_clear_training_image(trained_run, fashion_mnist):
+    from cnnkit.cli._common import load_run
+
+    _, config, model = load_run(trained_run)
+    (x_train, y_train), _, _ = fashion_mnist
+    x = (x_train[:200].float().unsqueeze(1) / 255 - config["data"]["mean"][0]) / config["data"][
+        "std"
+    ][0]
+    with torch.no_grad():
+        accuracy = (model(x).argmax(1) == y_train[:200]).float().mean().item()
+    assert accuracy > 0.5
