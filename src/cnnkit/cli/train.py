@@ -13,6 +13,7 @@ from cnnkit import __version__
 from cnnkit.cli import CLIError
 from cnnkit.cli._common import add_training_arguments, finish_run, parse_options, print_class_table
 from cnnkit.data import DATASETS, TensorBatches, load_dataset
+from cnnkit.device import pick_device
 from cnnkit.models import create_model, list_models
 from cnnkit.train import EarlyStopping, NonFiniteLossError, Trainer, rundir, seed_everything
 
@@ -33,10 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+AUTO_BATCH_LIMIT = 1024  # past this, larger batches only hurt accuracy per epoch on small images
+
+
 def resolve_batch_size(
-    value: str, model: torch.nn.Module, input_size: tuple, optimizer: str
+    value: str, model: torch.nn.Module, input_size: tuple, optimizer: str, device: str
 ) -> int:
-    """An integer, or ``auto``: the largest batch the memory planner says fits the device."""
+    """An integer, or ``auto``: the largest batch the memory planner says fits the device's free
+    memory (at most :data:`AUTO_BATCH_LIMIT`)."""
     if value != "auto":
         try:
             size = int(value)
@@ -47,8 +52,15 @@ def resolve_batch_size(
         return size
     from cnnkit.memory import max_batch_size
 
-    size = max_batch_size(model, input_size, mode="train", optimizer=optimizer)
-    print(f"--batch-size auto: {size} fits the device's free memory")
+    target = pick_device(device)
+    size = max_batch_size(
+        model, input_size, mode="train", optimizer=optimizer, device=target, limit=AUTO_BATCH_LIMIT
+    )
+    if size < 1:
+        raise CLIError(f"--batch-size auto: not even one image fits the free memory of {target}")
+    print(
+        f"--batch-size auto: {size} (the largest that fits {target}'s free memory, at most {AUTO_BATCH_LIMIT})"
+    )
     return size
 
 
@@ -64,7 +76,9 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
     model = create_model(
         args.model, num_classes=len(data.class_names), in_channels=channels, **options
     )
-    batch_size = resolve_batch_size(args.batch_size, model, data.input_size, args.optimizer)
+    batch_size = resolve_batch_size(
+        args.batch_size, model, data.input_size, args.optimizer, args.device
+    )
     trainer = Trainer(
         model,
         optimizer=args.optimizer,

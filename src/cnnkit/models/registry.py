@@ -64,10 +64,13 @@ def model_info(name: str) -> ModelInfo:
         ) from None
 
 
-def create_model(name: str, num_classes: int = 1000, in_channels: int = 3, **options) -> nn.Module:
+def create_model(
+    name: str, num_classes: int | None = None, in_channels: int | None = None, **options
+) -> nn.Module:
     """Build a registered model.
 
-    ``num_classes=0`` returns the pooled features instead of class scores (Keras' ``include_top=False``).
+    ``num_classes`` and ``in_channels`` left ``None`` keep the builder's defaults (1000 classes and
+    3 channels for the ImageNet models, the paper's configuration). ``num_classes=0`` returns the pooled features instead of class scores (Keras' ``include_top=False``).
     Options a builder does not take are an error that lists the ones it does.
     """
     info = model_info(name)
@@ -80,4 +83,8 @@ def create_model(name: str, num_classes: int = 1000, in_channels: int = 3, **opt
             f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
             f"its options are: {', '.join(valid) or '(none)'}"
         )
-    return info.builder(num_classes=num_classes, in_channels=in_channels, **options)
+    if num_classes is not None:
+        options["num_classes"] = num_classes
+    if in_channels is not None:
+        options["in_channels"] = in_channels
+    return info.builder(**options)

@@ -1,0 +1,30 @@
+"""``cnnkit models``: the registry, with each model's paper input size and parameter count."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from cnnkit.models import create_model, list_models, model_info
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the registered models")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    names = list_models(args.pattern)
+    width = max((len(n) for n in names), default=5)
+    print(f"{'model':<{width}}  {'input (C,H,W)':<14} {'min':>4} {'parameters':>12}  paper")
+    for name in names:
+        info = model_info(name)
+        c, h, w = info.input_size
+        with torch.device("meta"):  # counts parameters without allocating them
+            params = sum(p.numel() for p in create_model(name).parameters())
+        print(
+            f"{name:<{width}}  {f'{c},{h},{w}':<14} {info.min_size:>4} {params:>12,}  {info.paper}"
+        )
+    return 0
