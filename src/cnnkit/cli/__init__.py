@@ -13,7 +13,7 @@ import sys
 from cnnkit import __version__
 
 # Sub-command modules in the order ``cnnkit --help`` lists them.
-COMMANDS = ["demo", "train", "evaluate", "predict", "summary", "models", "summary", "filters", "finetune"]
+COMMANDS = ["demo", "train", "evaluate", "predict", "models", "summary", "filters", "finetune"]
 
 
 class CLIError(Exception):
