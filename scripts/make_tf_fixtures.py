@@ -45,11 +45,18 @@ def random(*shape: int) -> np.ndarray:
     return rng.standard_normal(shape).astype(np.float32)
 
 
+def weights(*shape: int, fan_in: int) -> np.ndarray:
+    """Standard normal / sqrt(fan_in), the scale of an initialised layer (LeCun et al., 1998), so
+    outputs are of order 1 as in a network and the 1e-5 absolute tolerance means a few float32 ulps
+    (unit-variance 7×7×3 filters give outputs near 40, where one ulp is already 4e-6)."""
+    return (random(*shape) / np.sqrt(fan_in)).astype(np.float32)
+
+
 # tf.nn.conv2d: kernels odd, even and non-square; strides 1-3; both paddings; dilation 2.
 for shape in SHAPES:
     images = random(*shape)
-    for kh, kw in [(3, 3), (2, 2), (4, 3)]:
-        filters = random(kh, kw, shape[3], 3)
+    for kh, kw in [(3, 3), (2, 2), (4, 3), (7, 7)]:
+        filters = weights(kh, kw, shape[3], 3, fan_in=kh * kw * shape[3])
         for stride in (1, 2, 3):
             for padding in ("SAME", "VALID"):
                 for dilation in (1, 2):
@@ -65,7 +72,7 @@ for shape in SHAPES:
                     call = {"strides": stride, "padding": padding, "dilations": dilation}
                     add("conv2d", call, {"images": images, "filters": filters}, out.numpy())
     # the notes' 4-element strides form and a non-square stride
-    filters = random(3, 3, shape[3], 2)
+    filters = weights(3, 3, shape[3], 2, fan_in=9 * shape[3])
     for strides in ([1, 2, 2, 1], [1, 1, 2, 1], [1, 3, 1, 1]):
         out = tf.nn.conv2d(images, filters, strides=strides, padding="SAME")
         add("conv2d", {"strides": strides, "padding": "SAME", "dilations": 1},
@@ -112,7 +119,7 @@ for shape in [(1, 4, 5, 3)]:
             for padding in ("same", "valid"):
                 layer = tf.keras.layers.Conv2DTranspose(2, k, strides=stride, padding=padding)
                 layer.build(shape)
-                kernel, bias = random(k, k, 2, shape[3]), random(2)
+                kernel, bias = weights(k, k, 2, shape[3], fan_in=k * k * shape[3]), random(2)
                 layer.set_weights([kernel, bias])
                 call = {"kernel_size": k, "strides": stride, "padding": padding}
                 inputs = {"images": images, "kernel": kernel, "bias": bias}
@@ -123,7 +130,8 @@ for shape in SHAPES:
     images = random(*shape)
     for stride in (1, 2):
         for padding in ("SAME", "VALID"):
-            depthwise, pointwise = random(3, 3, shape[3], 2), random(1, 1, shape[3] * 2, 4)
+            depthwise = weights(3, 3, shape[3], 2, fan_in=9)
+            pointwise = weights(1, 1, shape[3] * 2, 4, fan_in=shape[3] * 2)
             out = tf.nn.separable_conv2d(
                 images, depthwise, pointwise, strides=[1, stride, stride, 1], padding=padding
             )
