@@ -15,7 +15,14 @@ from cnnkit.cli._common import add_training_arguments, finish_run, parse_options
 from cnnkit.data import DATASETS, TensorBatches, load_dataset
 from cnnkit.device import pick_device
 from cnnkit.models import create_model, list_models
-from cnnkit.train import EarlyStopping, NonFiniteLossError, Trainer, rundir, seed_everything
+from cnnkit.train import (
+    EarlyStopping,
+    NonFiniteLossError,
+    Trainer,
+    make_optimizer,
+    rundir,
+    seed_everything,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,7 +61,12 @@ def resolve_batch_size(
 
     target = pick_device(device)
     size = max_batch_size(
-        model, input_size, mode="train", optimizer=optimizer, device=target, limit=AUTO_BATCH_LIMIT
+        model,
+        input_size,
+        mode="train",
+        optimizer=lambda params: make_optimizer(optimizer, params),  # the trainer's exact state
+        device=target,
+        limit=AUTO_BATCH_LIMIT,
     )
     if size < 1:
         raise CLIError(f"--batch-size auto: not even one image fits the free memory of {target}")
