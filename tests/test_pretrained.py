@@ -325,3 +325,23 @@ def test_torchvision_weights_are_registered_with_their_url_and_hash_prefix():
     spec = get_weights("resnet50")
     assert spec.url == "https://download.pytorch.org/models/resnet50-0676ba61.pth"
     assert spec.sha256 == "0676ba61"
+
+
+# ---- cnnkit predict --model ------------------------------------------------------------------------
+
+
+def test_cli_predict_model_prints_the_notes_table_and_reports_bad_files(tmp_path, capsys):
+    from pathlib import Path
+
+    from cnnkit.cli import main
+
+    chelsea = Path(skimage.__file__).parent / "data" / "chelsea.png"
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    argv = ["predict", "--model", "efficientnet_lite0", str(chelsea), str(tmp_path / "broken.jpg")]
+    assert main([*argv, "--top", "2", "--crop", "pad"]) == 1  # one file failed, the other ran
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(chelsea)
+    assert lines[1].startswith("  n02124075 - Egyptian cat ") and lines[1].endswith("%")
+    assert len(lines) == 4 and lines[3].startswith(
+        f"error: {tmp_path / 'broken.jpg'}: not a decodable"
+    )
