@@ -8,10 +8,14 @@ import time
 from cnnkit.cli._common import add_training_arguments
 from cnnkit.cli.train import train_run
 
-# The demo's budget: one epoch of the notes' CNN on the 55,000 training images, 1cycle AdamW.
-# Measured on 2 AMD EPYC cores: see README "Measured results".
+# The demo's budget: one epoch of the notes' CNN over the 55,000 training images, 1cycle AdamW,
+# batches of 64 (more updates per epoch than 128: 88.5% vs 82.5% test accuracy after one epoch).
+# Dropout is off: it regularizes long runs, and one epoch cannot overfit. Measured on 2 AMD EPYC
+# cores: see README "Measured results".
 DEMO_EPOCHS = 1
-DEMO_LR = 3e-3
+DEMO_BATCH_SIZE = "64"
+DEMO_LR = 2e-3
+DEMO_MODEL_OPTIONS = ["dropout=0.0"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,11 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="run directory (default: runs/demo-DATE-TIME)")
     p.add_argument("--data-root", default=None)
     add_training_arguments(p)
-    p.set_defaults(func=run, lr=DEMO_LR)
+    p.set_defaults(func=run, lr=DEMO_LR, batch_size=DEMO_BATCH_SIZE)
 
 
 def run(args: argparse.Namespace) -> int:
-    args.model, args.data, args.model_option = "fashion_cnn", "fashion-mnist", []
+    args.model, args.data, args.model_option = "fashion_cnn", "fashion-mnist", DEMO_MODEL_OPTIONS
     args.out = args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S")
     args.resume = args.overwrite = False
     return train_run(args, extra_config={"demo": True})

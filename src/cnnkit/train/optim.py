@@ -70,12 +70,14 @@ def make_schedule(
             lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps)),
         )
     if name == "onecycle":
+        if total_steps < 4:  # too short for a warm-up and an annealing phase of a step each
+            return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
         max_lr = [group["lr"] for group in optimizer.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer,
             max_lr=max_lr,
             total_steps=total_steps + 1,  # OneCycleLR raises on a step past the end
-            pct_start=warmup_fraction,
+            pct_start=max(warmup_fraction, 2 / total_steps),  # at least 2 warm-up steps
             cycle_momentum=False,
         )
     raise ValueError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
