@@ -40,8 +40,10 @@ def bare_epoch(model: torch.nn.Module, batches: TensorBatches) -> float:
     return batches.num_samples / (time.perf_counter() - start)
 
 
-def trainer_epoch(model: torch.nn.Module, batches: TensorBatches, progress: bool) -> float:
-    trainer = Trainer(model, progress=progress, precision="fp32", channels_last=True)
+def trainer_epoch(
+    model: torch.nn.Module, batches: TensorBatches, progress: bool, precision: str = "fp32"
+) -> float:
+    trainer = Trainer(model, progress=progress, precision=precision, channels_last=True)
     history = trainer.fit(batches, epochs=1)
     return history[-1]["images_per_s"]
 
@@ -69,6 +71,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=40, help="batches per measured epoch")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--progress", action="store_true", help="trainer with its progress bar")
+    parser.add_argument(
+        "--bf16", action="store_true", help="also time the trainer with bf16 autocast each round"
+    )
     args = parser.parse_args()
 
     (x, y), _, _ = load_fashion_mnist()
@@ -83,7 +88,7 @@ def main() -> None:
     )
     flops_per_image = train_step_flops(model, args.batch_size) / args.batch_size
     bare_epoch(model, batches)  # warm-up: oneDNN primitive caches, allocator
-    bare, ours, matmul = [], [], []
+    bare, ours, bf16, matmul = [], [], [], []
     for r in range(args.rounds):
         order = [("bare", bare), ("trainer", ours)]
         for name, results in order if r % 2 == 0 else order[::-1]:
@@ -91,6 +96,8 @@ def main() -> None:
                 results.append(bare_epoch(model, batches))
             else:
                 results.append(trainer_epoch(model, batches, args.progress))
+        if args.bf16:
+            bf16.append(trainer_epoch(model, batches, args.progress, "bf16"))
         matmul.append(matmul_gflops())
         print(
             f"round {r + 1}: bare {bare[-1]:.1f} img/s, trainer {ours[-1]:.1f} img/s, matmul {matmul[-1]:.1f} GFLOP/s"
@@ -104,7 +111,12 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| bare PyTorch loop | {b:.1f} | 1.000 |")
     print(f"| cnnkit Trainer{' (progress bar)' if args.progress else ''} | {t:.1f} | {t / b:.3f} |")
+    if bf16:
+        h = statistics.median(bf16)
+        print(f"| cnnkit Trainer, bf16 autocast | {h:.1f} | {h / b:.3f} |")
     print(f"\ntrainer overhead: {(1 - t / b) * 100:+.1f}%")
+    for name, rate in [("fp32", t)] + ([("bf16", statistics.median(bf16))] if bf16 else []):
+        print(f"one Fashion-MNIST epoch (55,000 images) at {name}: {55_000 / rate:.0f} s")
     print(f"training FLOPs per image: {flops_per_image / 1e6:.1f} MFLOP (forward + backward)")
     print(
         f"achieved: {achieved:.1f} GFLOP/s = {achieved / m:.1%} of a 2048x2048 fp32 matmul ({m:.1f} GFLOP/s)"
