@@ -92,6 +92,65 @@ def test_unfrozen_phase_changes_base_weights_and_bn_statistics():
         assert not torch.equal(before[key], after[key]), key
 
 
+def test_unfreeze_without_bn_stats_trains_weights_but_keeps_statistics():
+    model = small_lite0()
+    freeze(model, until="fc")
+    unfreeze(model, bn_stats=False)
+    before = snapshot(model)
+    train_one_epoch(model)
+    after = model.state_dict()
+    assert not torch.equal(before["stem.conv.weight"], after["stem.conv.weight"])
+    assert not torch.equal(before["stem.bn.weight"], after["stem.bn.weight"])  # scale trains
+    stats = [k for k in before if "running_" in k or "num_batches_tracked" in k]
+    assert len(stats) > 100 and all(torch.equal(before[k], after[k]) for k in stats)
+    unfreeze(model)  # and bn_stats=True lets them follow model.train() again
+    model.train()
+    assert model.stem.bn.training
+
+
+def test_fine_tune_keeps_the_best_epoch_of_either_phase(tmp_path):
+    """Phase 2 starts from a wrecked head and learns nothing (tiny learning rate): the best weights,
+    from phase 1, must come back, in the model and in best.safetensors."""
+    from cnnkit.train.callbacks import Callback
+    from cnnkit.train.checkpoint import load_checkpoint
+
+    class WreckPhase2(Callback):
+        calls = 0
+
+        def on_train_begin(self, trainer):
+            self.calls += 1
+            if self.calls == 2:
+                with torch.no_grad():
+                    trainer.model.fc.weight.zero_()
+                    trainer.model.fc.bias.copy_(torch.tensor([0.0, 0.0, 1.0]))
+
+    model = small_lite0()
+    valid = batches(8)  # the training images: phase 1 can fit them
+    history = fine_tune(
+        model,
+        batches(),
+        valid,
+        frozen_epochs=4,
+        epochs=2,
+        lr=3e-2,
+        lr_factor=1e-12,
+        patience=None,
+        out_dir=tmp_path / "run",
+        progress=False,
+        device="cpu",
+        callbacks=[WreckPhase2()],
+    )
+    scores = [row["val_accuracy"] for row in history]
+    assert scores[4:] == [2 / 8, 2 / 8]  # every image called class 2
+    assert max(scores[:4]) > 2 / 8
+    trainer = Trainer(model, progress=False, device="cpu")
+    assert trainer.evaluate(valid)["accuracy"] == max(scores[:4])
+    reloaded = small_lite0()
+    load_checkpoint(tmp_path / "run" / "best.safetensors", reloaded)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, reloaded.state_dict()[key]), key
+
+
 def test_fine_tune_runs_both_phases_into_one_run_directory(tmp_path):
     model = small_lite0()
     history = fine_tune(

@@ -135,6 +135,34 @@ def test_lenet_scores_are_negated_squared_distances_to_the_prototypes() -> None:
         torch.testing.assert_close(model.rbf_distances(x), distances, rtol=1e-5, atol=1e-4)
 
 
+def test_lenet_criterion_is_the_papers_map_loss_and_the_trainer_uses_it() -> None:
+    # eq. 9: E = y_c + log(exp(-j) + sum_i exp(-y_i)), y the RBF distances, c the target
+    from cnnkit.train import Trainer
+
+    model = LeNet5()
+    distances = torch.tensor([[3.0, 0.5, 40.0], [7.0, 9.0, 2.0]])
+    target = torch.tensor([1, 0])
+    j = model.rbf_j
+    expected = torch.stack(
+        [
+            distances[n, target[n]]
+            + torch.log(torch.exp(torch.tensor(-j)) + torch.exp(-distances[n]).sum())
+            for n in range(2)
+        ]
+    ).mean()
+    torch.testing.assert_close(model.criterion(-distances, target), expected)
+    # not plain cross-entropy: the e^-j term still pulls a correct but distant prototype closer
+    assert model.criterion(-distances, target) > torch.nn.functional.cross_entropy(
+        -distances, target
+    )
+    assert Trainer(model, device="cpu", progress=False).criterion == model.criterion
+    softmax = LeNet5(head="softmax")
+    logits = torch.randn(2, 10)
+    torch.testing.assert_close(
+        softmax.criterion(logits, target), torch.nn.functional.cross_entropy(logits, target)
+    )
+
+
 def test_lenet_preprocess_pads_with_background_and_scales_ink() -> None:
     # §II.B: 28×28 → 32×32, background -0.1, full ink 1.175
     images = torch.full((1, 28, 28), 255, dtype=torch.uint8)

@@ -296,11 +296,15 @@ def load_image_folder(
     workers: int = 2,
     prefetch: int = 2,
     augment: bool = True,
+    crop_scale: tuple[float, float] = (0.5, 1.0),
+    jitter: float = 0.2,
 ) -> FolderData:
     """Find, split, decode once and serve an image collection.
 
     ``source``: a folder of class sub-folders, a .csv/.json list, or an ``ImageList``. ``mean``/``std``
     (0-1 scale) and ``crop_pct`` should be those of the pretrained weights (``Preprocess.mean_01``).
+    With ``augment`` the training images get ``train_transform(crop_scale, jitter)``: (1, 1) and 0
+    leave only the flip.
     """
     images = source if isinstance(source, ImageList) else find_images(source)
     train_idx, valid_idx, test_idx = stratified_split(images.labels, fractions, seed)
@@ -312,7 +316,7 @@ def load_image_folder(
     shorter_side = round(image_size / crop_pct)
     pixels = decode_images(images.paths, shorter_side, threads=max(1, workers))
     plain = eval_transform(image_size, mean, std)
-    augmented = train_transform(image_size, mean, std) if augment else plain
+    augmented = train_transform(image_size, mean, std, crop_scale, jitter) if augment else plain
 
     def make(indices: np.ndarray, transform: Callable, shuffle: bool) -> DataLoader | None:
         if len(indices) == 0:

@@ -13,11 +13,15 @@ mode (a forward pre-hook resets ``training`` before every call, whatever ``model
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable
 from typing import Any
 
+import torch
 from torch import nn
+
+from cnnkit.train.callbacks import Callback
 
 _PIN_ATTR = "_cnnkit_frozen_bn_hook"
 
@@ -53,20 +57,32 @@ def freeze(model: nn.Module, until: str = "fc") -> list[str]:
         for param_name, param in module.named_parameters(recurse=False):
             param.requires_grad_(False)
             frozen.append(f"{name}.{param_name}")
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not hasattr(module, _PIN_ATTR):
-            module.eval()
-            setattr(module, _PIN_ATTR, module.register_forward_pre_hook(_pin_eval))
+        _pin_bn(module)
     return frozen
 
 
-def unfreeze(model: nn.Module) -> None:
-    """Make every parameter trainable and let BatchNorm layers follow ``model.train()`` again."""
+def _pin_bn(module: nn.Module) -> None:
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not hasattr(module, _PIN_ATTR):
+        module.eval()
+        setattr(module, _PIN_ATTR, module.register_forward_pre_hook(_pin_eval))
+
+
+def unfreeze(model: nn.Module, *, bn_stats: bool = True) -> None:
+    """Make every parameter trainable.
+
+    With ``bn_stats=True`` BatchNorm layers follow ``model.train()`` again, so training re-estimates
+    their running statistics on the new data. ``bn_stats=False`` keeps every BatchNorm layer in
+    inference mode (its scale and shift still train): the Keras guide's advice for fine-tuning, which
+    protects the pretrained statistics from small, noisy batches.
+    """
     for module in model.modules():
         handle = getattr(module, _PIN_ATTR, None)
         if handle is not None:
             handle.remove()
             delattr(module, _PIN_ATTR)
         module.training = model.training
+        if not bn_stats:
+            _pin_bn(module)
     for param in model.parameters():
         param.requires_grad_(True)
 
@@ -74,6 +90,25 @@ def unfreeze(model: nn.Module) -> None:
 def trainable_parameters(model: nn.Module) -> int:
     """The number of parameter elements that will be trained."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class _BestWeights(Callback):
+    """Callback keeping a copy of the weights at the best ``val_accuracy`` seen, across ``fit`` calls
+    (``EarlyStopping`` and ``BestCheckpoint`` start afresh with each ``fit``: each phase is one)."""
+
+    def __init__(self) -> None:
+        self.best = -math.inf
+        self.state: dict[str, torch.Tensor] | None = None
+        self.epoch = 0  # the best epoch's number within its phase, and that phase
+        self.phase = self.best_phase = 0
+
+    def on_train_begin(self, trainer: Any) -> None:
+        self.phase += 1
+
+    def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, Any]) -> None:
+        if logs.get("val_accuracy", -math.inf) > self.best:
+            self.best, self.epoch, self.best_phase = logs["val_accuracy"], epoch + 1, self.phase
+            self.state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
 
 def fine_tune(
@@ -87,6 +122,7 @@ def fine_tune(
     lr: float = 1e-3,
     lr_factor: float = 0.1,
     patience: int | None = 3,
+    bn_stats: bool = True,
     out_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
     **trainer_options: Any,
@@ -94,29 +130,39 @@ def fine_tune(
     """The notes' two phases with the ``Trainer``: train the head on a frozen base, then everything.
 
     Phase 1 (``frozen_epochs``): ``freeze(model, until=classifier)`` and train at ``lr``. Phase 2
-    (``epochs``): ``unfreeze`` and continue at ``lr * lr_factor`` (the notes drop 0.2 to 0.01; Keras'
-    guide uses 1/10 and lower), with early stopping on ``val_accuracy`` after ``patience`` epochs
-    without improvement (restoring the best weights). Each phase has its own learning-rate schedule.
-    With ``out_dir`` the run directory holds phase 2's best/last checkpoints and both phases'
-    metrics, each row tagged with its ``phase``. Returns that combined history.
+    (``epochs``): ``unfreeze(model, bn_stats=bn_stats)`` and continue at ``lr * lr_factor`` (the notes
+    drop 0.2 to 0.01; Keras' guide uses 1/10 and lower), with early stopping on ``val_accuracy`` after
+    ``patience`` epochs without improvement. Each phase has its own learning-rate schedule. With
+    ``valid`` the model ends with the weights of the best validation epoch of *either* phase (phase 2
+    can lose accuracy when the base is far from the new data). With ``out_dir`` the run directory holds
+    that best checkpoint, the last one, and both phases' metrics, each row tagged with its ``phase``.
+    Returns that combined history.
     """
     from cnnkit.train.callbacks import EarlyStopping
-    from cnnkit.train.rundir import RunDir
+    from cnnkit.train.rundir import BEST, RunDir
     from cnnkit.train.trainer import Trainer
 
+    user_callbacks = list(trainer_options.pop("callbacks", ()))
+    best = _BestWeights()
+    tracking = [best] if valid is not None else []
     history: list[dict[str, Any]] = []
+    trainer: Trainer | None = None
+    best_trainer: Trainer | None = None
     if frozen_epochs > 0:
         freeze(model, until=classifier)
-        head = Trainer(model, lr=lr, out_dir=out_dir, **trainer_options)
+        trainer = Trainer(
+            model, lr=lr, out_dir=out_dir, callbacks=user_callbacks + tracking, **trainer_options
+        )
         history += [
             dict(row, phase=1)
-            for row in head.fit(train, valid, epochs=frozen_epochs, overwrite=overwrite)
+            for row in trainer.fit(train, valid, epochs=frozen_epochs, overwrite=overwrite)
         ]
-    unfreeze(model)
+        best_trainer = trainer
+    unfreeze(model, bn_stats=bn_stats)
     if epochs > 0:
-        callbacks = list(trainer_options.pop("callbacks", ()))
+        callbacks = user_callbacks + tracking
         if valid is not None and patience is not None:
-            callbacks.append(EarlyStopping("val_accuracy", patience=patience))
+            callbacks.append(EarlyStopping("val_accuracy", patience=patience, restore_best=False))
         whole = Trainer(
             model, lr=lr * lr_factor, callbacks=callbacks, out_dir=out_dir, **trainer_options
         )
@@ -124,6 +170,13 @@ def fine_tune(
         # The first phase already created the run directory; the second writes over its checkpoints.
         rows = whole.fit(train, valid, epochs=epochs, overwrite=overwrite or frozen_epochs > 0)
         history += [dict(row, phase=2, epoch=done + row["epoch"]) for row in rows]
+        if best.state is not None and best.best_phase == 2:
+            best_trainer = whole
+    if best.state is not None:
+        model.load_state_dict(best.state)
+        if out_dir is not None and best_trainer is not None and best.best_phase == 1 and epochs > 0:
+            # Phase 2's BestCheckpoint wrote over phase 1's better checkpoint: put it back.
+            best_trainer.save_checkpoint(RunDir(out_dir) / BEST, epoch=best.epoch)
     if out_dir is not None:
         RunDir(out_dir).write_metrics(history)
     return history

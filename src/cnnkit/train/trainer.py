@@ -13,7 +13,7 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -54,10 +54,12 @@ def _split_output(output: Any) -> tuple[torch.Tensor, Sequence[torch.Tensor]]:
 class Trainer:
     """Train and evaluate a classifier.
 
-    ``optimizer``: ``sgd`` (momentum 0.9), ``adam``, ``adamw``, ``nadam``; ``lr``/``weight_decay``/
-    ``momentum`` left ``None`` keep that optimizer's default. ``schedule``: ``onecycle``, ``cosine``,
-    ``step``, ``constant``. ``precision``: ``fp32`` or ``bf16`` (autocast); ``None`` picks bf16 on CUDA
-    and fp32 on the CPU. With ``out_dir`` the run directory of :mod:`cnnkit.train.rundir` is written.
+        ``optimizer``: ``sgd`` (momentum 0.9), ``adam``, ``adamw``, ``nadam``; ``lr``/``weight_decay``/
+        ``momentum`` left ``None`` keep that optimizer's default. ``schedule``: ``onecycle``, ``cosine``,
+        ``step``, ``constant``. The loss is cross-entropy (with ``label_smoothing``; auxiliary outputs weighted
+    ``aux_loss_weight``), or the model's own ``criterion(logits, target, label_smoothing=...)`` method
+    where it has one (LeNet-5's RBF head). ``precision``: ``fp32`` or ``bf16`` (autocast); ``None`` picks bf16 on CUDA
+        and fp32 on the CPU. With ``out_dir`` the run directory of :mod:`cnnkit.train.rundir` is written.
     """
 
     def __init__(
@@ -96,6 +98,10 @@ class Trainer:
         self.schedule = schedule
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.label_smoothing = label_smoothing
+        # A model may carry its paper's loss (LeNet-5's RBF criterion); cross-entropy otherwise.
+        self.criterion: Callable[..., torch.Tensor] = getattr(
+            getattr(model, "module", model), "criterion", F.cross_entropy
+        )
         self.aux_loss_weight = aux_loss_weight
         self.grad_clip = grad_clip
         self.callbacks = list(callbacks)
@@ -188,9 +194,9 @@ class Trainer:
 
     def _loss(self, output: Any, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits, aux = _split_output(output)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing)
+        loss = self.criterion(logits.float(), y, label_smoothing=self.label_smoothing)
         for aux_logits in aux:
-            loss = loss + self.aux_loss_weight * F.cross_entropy(
+            loss = loss + self.aux_loss_weight * self.criterion(
                 aux_logits.float(), y, label_smoothing=self.label_smoothing
             )
         return loss, logits
