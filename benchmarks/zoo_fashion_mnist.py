@@ -14,6 +14,7 @@ Results go to stdout as a Markdown table (and to ``--out`` as JSON).
 
     .venv/bin/python benchmarks/zoo_fashion_mnist.py --seconds 60
     .venv/bin/python benchmarks/zoo_fashion_mnist.py --models lenet5 resnet18_small --seconds 300
+    .venv/bin/python benchmarks/zoo_fashion_mnist.py --models resnet18_small --epochs 2
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def training_rate(model: torch.nn.Module, size: int) -> float:
 
 
 # ---- one model --------------------------------------------------------------------------------------
-def run_model(name: str, seconds: float, data: tuple) -> dict:
+def run_model(name: str, seconds: float, data: tuple, fixed_epochs: int | None = None) -> dict:
     (x_train, y_train), _, (x_test, y_test) = data
     size, options = MODELS[name]["size"], MODELS[name]["options"]
     seed_everything(HYPER["seed"])
@@ -128,6 +129,8 @@ def run_model(name: str, seconds: float, data: tuple) -> dict:
     images = adapt_images(x_train, name, size)
     steps = max(1, int(seconds * rate / HYPER["batch_size"]))
     steps_per_epoch = math.ceil(len(images) / HYPER["batch_size"])
+    if fixed_epochs is not None:
+        steps = fixed_epochs * steps_per_epoch
     if steps >= steps_per_epoch:
         epochs, train_images, train_labels = steps // steps_per_epoch, images, y_train
     else:  # less than an epoch fits: one pass over a fixed random subset
@@ -163,9 +166,10 @@ def run_model(name: str, seconds: float, data: tuple) -> dict:
 
 
 # ---- report -----------------------------------------------------------------------------------------
-def markdown(rows: list[dict], seconds: float) -> str:
+def markdown(rows: list[dict], seconds: float, epochs: int | None = None) -> str:
+    budget = f"{epochs} epochs" if epochs else f"Budget {seconds:g} s of training"
     lines = [
-        f"Budget {seconds:g} s of training per model; {platform.processor() or platform.machine()}, "
+        f"{budget} per model; {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}.",
         "",
         "| model | input | parameters | forward MFLOPs/image | epochs | train s | train images/s | test accuracy |",
@@ -184,16 +188,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="training budget per model")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument(
+        "--epochs", type=int, help="train exactly this many epochs instead of a time budget"
+    )
     parser.add_argument("--out", help="write the results as JSON to this file")
     args = parser.parse_args()
 
     data = load_fashion_mnist()
     rows = []
     for name in args.models:
-        row = run_model(name, args.seconds, data)
+        row = run_model(name, args.seconds, data, args.epochs)
         print(json.dumps(row), flush=True)
         rows.append(row)
-    print(markdown(rows, args.seconds))
+    print(markdown(rows, args.seconds, args.epochs))
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"seconds": args.seconds, "hyper": HYPER, "rows": rows}, f, indent=2)

@@ -177,9 +177,11 @@ def test_cli_finetune_then_predict_with_the_run(tmp_path, capsys):
     out = tmp_path / "runs" / "colours"
     argv = ["finetune", "--model", "efficientnet_lite0", "--data", str(data), "--out", str(out)]
     argv += ["--frozen-epochs", "1", "--epochs", "1", "--image-size", "32", "--batch-size", "6"]
-    argv += ["--workers", "0", "--no-progress", "--device", "cpu"]
+    argv += ["--workers", "0", "--no-progress", "--device", "cpu", "--crop-scale", "0.8,1"]
     assert main(argv) == 0
     config = json.loads((out / "config.json").read_text())
+    assert config["finetune"]["crop_scale"] == [0.8, 1.0]
+    assert config["finetune"]["bn_stats"] is False
     assert config["data"]["class_names"] == ["blue", "green", "red"]
     assert config["model"] == {
         "name": "efficientnet_lite0",
@@ -192,3 +194,12 @@ def test_cli_finetune_then_predict_with_the_run(tmp_path, capsys):
     assert main(["predict", str(out), str(data / "red" / "000.png")]) == 0
     printed = capsys.readouterr().out
     assert "000.png" in printed and any(name in printed for name in ["blue", "green", "red"])
+
+
+@pytest.mark.parametrize("text", ["0.5", "a,b", "0.9,0.5", "0,1"])
+def test_cli_finetune_names_a_bad_crop_scale(tmp_path, capsys, text):
+    data = make_folder(tmp_path / "colours", per_class=4)
+    argv = ["finetune", "--model", "efficientnet_lite0", "--data", str(data)]
+    argv += ["--out", str(tmp_path / "run"), "--crop-scale", text, "--workers", "0"]
+    assert main(argv) == 2
+    assert "--crop-scale" in capsys.readouterr().err

@@ -5,7 +5,8 @@
 ``DIR`` holds one sub-folder per class (or is a .csv/.json list of path,label). The images are split
 75/15/10 (stratified, seeded), decoded once, and served with augmentation. Phase 1 trains a new dense
 head on the frozen base (its BatchNorm layers kept in inference mode); phase 2 unfreezes and continues
-at a tenth of the learning rate with early stopping. The run directory is that of ``cnnkit train``
+at a tenth of the learning rate with early stopping, the BatchNorm statistics still the pretrained
+ones unless ``--bn-stats``; the model keeps the best validation epoch of either phase. The run directory is that of ``cnnkit train``
 (config with the class names, metrics, best/last checkpoints, history plot, test metrics), so
 ``cnnkit predict runs/NAME IMAGE`` works on it.
 """
@@ -52,6 +53,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--split", default="0.75,0.15,0.10", help="train,valid,test fractions (the notes')"
     )
     p.add_argument("--no-augment", action="store_true", help="no crop/flip/colour augmentation")
+    p.add_argument(
+        "--crop-scale",
+        default="0.5,1.0",
+        help="random resized crop's area range (min,max); 1,1 turns cropping off",
+    )
+    p.add_argument("--jitter", type=float, default=0.2, help="colour jitter strength (0: none)")
+    p.add_argument(
+        "--bn-stats",
+        action="store_true",
+        help="phase 2 re-estimates the BatchNorm statistics (default: keep the pretrained ones)",
+    )
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
     p.add_argument("--optimizer", default="adamw")
     p.add_argument("--schedule", default="onecycle")
@@ -73,7 +85,18 @@ def _fractions(text: str) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
+def _pair(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise CLIError(f"--crop-scale: expected two fractions like 0.5,1.0, got {text!r}") from None
+    if not 0 < low <= high <= 1:
+        raise CLIError(f"--crop-scale: expected 0 < min <= max <= 1, got {text!r}")
+    return low, high
+
+
 def run(args: argparse.Namespace) -> int:
+    crop_scale, fractions = _pair(args.crop_scale), _fractions(args.split)
     torch.manual_seed(args.seed)
     pretrained = load(args.model, weights=args.weights)
     pre = pretrained.preprocess
@@ -84,11 +107,13 @@ def run(args: argparse.Namespace) -> int:
         crop_pct=pre.crop_pct,
         mean=pre.mean_01,
         std=pre.std_01,
-        fractions=_fractions(args.split),
+        fractions=fractions,
         seed=args.seed,
         batch_size=args.batch_size,
         workers=args.workers,
         augment=not args.no_augment,
+        crop_scale=crop_scale,
+        jitter=args.jitter,
     )
     counts = {name: len(split) for name, split in data.splits.items()}
     print(f"{args.data}: {len(data.classes)} classes, split {counts}")
@@ -122,6 +147,9 @@ def run(args: argparse.Namespace) -> int:
             "lr_factor": args.lr_factor,
             "patience": args.patience,
             "augment": not args.no_augment,
+            "crop_scale": list(crop_scale),
+            "jitter": args.jitter,
+            "bn_stats": args.bn_stats,
         },
     }
     start = time.perf_counter()
@@ -135,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         lr_factor=args.lr_factor,
         patience=args.patience,
+        bn_stats=args.bn_stats,
         out_dir=args.out,
         overwrite=args.overwrite,
         optimizer=args.optimizer,

@@ -122,7 +122,7 @@ def fine_tune(
     lr: float = 1e-3,
     lr_factor: float = 0.1,
     patience: int | None = 3,
-    bn_stats: bool = True,
+    bn_stats: bool = False,
     out_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
     **trainer_options: Any,
@@ -177,6 +177,7 @@ def fine_tune(
         if out_dir is not None and best_trainer is not None and best.best_phase == 1 and epochs > 0:
             # Phase 2's BestCheckpoint wrote over phase 1's better checkpoint: put it back.
             best_trainer.save_checkpoint(RunDir(out_dir) / BEST, epoch=best.epoch)
+    unfreeze(model)  # leave a plain trainable model: no BatchNorm pinned in inference mode
     if out_dir is not None:
         RunDir(out_dir).write_metrics(history)
     return history
