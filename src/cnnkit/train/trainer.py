@@ -341,7 +341,7 @@ class Trainer:
         if labels is None:
             raise ValueError("evaluate: the data yields no labels")
         return {
-            "loss": F.cross_entropy(logits, labels).item(),
+            "loss": self.criterion(logits, labels).item(),  # the training loss, unsmoothed
             "accuracy": topk_correct(logits, labels).item() / len(labels),
             f"top{self.top_k}": topk_correct(logits, labels, self.top_k).item() / len(labels),
         }
