@@ -23,7 +23,7 @@ def test_output_shape_and_pooled_features():
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
     headless = create_model("fashion_cnn", num_classes=0, in_channels=1).eval()
     assert headless(torch.zeros(2, 1, 28, 28)).shape == (2, 64)
-    assert model.forward_features(torch.zeros(2, 1, 28, 28)).shape == (2, 256 * 3 * 3)
+    assert model.forward_features(torch.zeros(2, 1, 28, 28)).shape == (2, 256, 3, 3)  # the last map
 
 
 def test_registry_lists_and_describes_the_model():

@@ -28,11 +28,29 @@ def _conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Sequentia
 
 
 class FashionCNN(nn.Module):
-    """The book's Fashion-MNIST CNN. Input (N, C, 28, 28): the dense head fixes the size."""
+    """The book's Fashion-MNIST CNN. Input (N, C, 28, 28): the dense head fixes the size.
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, dropout: float = 0.5) -> None:
+    Output (N, num_classes) logits; (N, 64) features of the dense head with ``num_classes=0``; with
+    ``features_only=True`` the maps of its three stages, 64@28×28, 128@14×14, 256@7×7 (strides 1, 2,
+    4, before each stage's pooling).
+    """
+
+    # features[start:end] of each stage (features[-1] is the flatten, which forward_features leaves out)
+    _STAGES = ((0, 1), (1, 4), (4, 7))
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        dropout: float = 0.5,
+        features_only: bool = False,
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
+        self.features_only = features_only
+        self.feature_channels = [64, 128, 256]
+        self.feature_strides = [1, 2, 4]
+        self.num_features = 64
         self.features = nn.Sequential(
             _conv(in_channels, 64, 7),  # N x 64 x 28 x 28
             nn.MaxPool2d(2),  # N x 64 x 14 x 14
@@ -63,10 +81,20 @@ class FashionCNN(nn.Module):
         if isinstance(self.fc, nn.Linear):  # no ReLU after the output layer
             nn.init.xavier_uniform_(self.fc.weight)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
+    def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        maps = []
+        for start, end in self._STAGES:
+            x = self.features[start:end](x)
+            maps.append(x)
+        return maps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map, pooled: (N, 256, 3, 3) at 28×28."""
+        return self.features[:-1](x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.features_only:
+            return self.forward_stages(x)
         return self.fc(self.head(self.features(x)))
 
 
@@ -76,6 +104,8 @@ class FashionCNN(nn.Module):
     classifier="fc",
     paper="Géron, Hands-On Machine Learning (2019), ch. 14, 'CNN Architectures'",
 )
-def fashion_cnn(num_classes: int = 10, in_channels: int = 1, dropout: float = 0.5) -> FashionCNN:
+def fashion_cnn(
+    num_classes: int = 10, in_channels: int = 1, dropout: float = 0.5, features_only: bool = False
+) -> FashionCNN:
     """The notes' Fashion-MNIST CNN (1,413,834 parameters at 10 classes, 1 channel)."""
-    return FashionCNN(num_classes=num_classes, in_channels=in_channels, dropout=dropout)
+    return FashionCNN(num_classes, in_channels, dropout, features_only)
