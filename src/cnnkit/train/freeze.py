@@ -100,10 +100,7 @@ class _BestWeights(Callback):
         self.best = -math.inf
         self.state: dict[str, torch.Tensor] | None = None
         self.epoch = 0  # the best epoch's number within its phase, and that phase
-        self.phase = self.best_phase = 0
-
-    def on_train_begin(self, trainer: Any) -> None:
-        self.phase += 1
+        self.phase = self.best_phase = 0  # fine_tune sets phase before each fit
 
     def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, Any]) -> None:
         if logs.get("val_accuracy", -math.inf) > self.best:
@@ -146,18 +143,17 @@ def fine_tune(
     best = _BestWeights()
     tracking = [best] if valid is not None else []
     history: list[dict[str, Any]] = []
-    trainer: Trainer | None = None
-    best_trainer: Trainer | None = None
+    head: Trainer | None = None
     if frozen_epochs > 0:
         freeze(model, until=classifier)
-        trainer = Trainer(
+        best.phase = 1
+        head = Trainer(
             model, lr=lr, out_dir=out_dir, callbacks=user_callbacks + tracking, **trainer_options
         )
         history += [
             dict(row, phase=1)
-            for row in trainer.fit(train, valid, epochs=frozen_epochs, overwrite=overwrite)
+            for row in head.fit(train, valid, epochs=frozen_epochs, overwrite=overwrite)
         ]
-        best_trainer = trainer
     unfreeze(model, bn_stats=bn_stats)
     if epochs > 0:
         callbacks = user_callbacks + tracking
@@ -167,16 +163,15 @@ def fine_tune(
             model, lr=lr * lr_factor, callbacks=callbacks, out_dir=out_dir, **trainer_options
         )
         done = len(history)
+        best.phase = 2
         # The first phase already created the run directory; the second writes over its checkpoints.
         rows = whole.fit(train, valid, epochs=epochs, overwrite=overwrite or frozen_epochs > 0)
         history += [dict(row, phase=2, epoch=done + row["epoch"]) for row in rows]
-        if best.state is not None and best.best_phase == 2:
-            best_trainer = whole
     if best.state is not None:
         model.load_state_dict(best.state)
-        if out_dir is not None and best_trainer is not None and best.best_phase == 1 and epochs > 0:
+        if out_dir is not None and head is not None and best.best_phase == 1 and epochs > 0:
             # Phase 2's BestCheckpoint wrote over phase 1's better checkpoint: put it back.
-            best_trainer.save_checkpoint(RunDir(out_dir) / BEST, epoch=best.epoch)
+            head.save_checkpoint(RunDir(out_dir) / BEST, epoch=best.epoch)
     unfreeze(model)  # leave a plain trainable model: no BatchNorm pinned in inference mode
     if out_dir is not None:
         RunDir(out_dir).write_metrics(history)
