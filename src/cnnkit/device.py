@@ -6,6 +6,7 @@ CUDA when present (bf16 autocast, ``channels_last``), else Apple MPS, else the C
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -15,11 +16,15 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """The device to compute on: the one asked for, else CUDA, else MPS, else the CPU."""
+    """The device to compute on: the one asked for, else CUDA, else MPS, else the CPU.
+
+    Under ``torchrun`` (``LOCAL_RANK`` set) CUDA means this process's own GPU, ``cuda:LOCAL_RANK``.
+    """
     if device is not None and str(device) != "auto":
         return torch.device(device)
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        local_rank = os.environ.get("LOCAL_RANK")
+        return torch.device("cuda", int(local_rank)) if local_rank else torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")

@@ -152,6 +152,8 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
         )
         return 130
     minutes = (time.perf_counter() - start) / 60
+    if not trainer.dist.is_main:
+        return 0  # under torchrun, rank 0 tests the model and writes the report
     if trainer.stop_reason:
         print(trainer.stop_reason)
     metrics = finish_run(trainer.run, trainer, data)

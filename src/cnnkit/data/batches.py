@@ -8,6 +8,7 @@ device, so the hot path has no per-sample Python work.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -69,13 +70,26 @@ class TensorBatches:
         self._scale = 1.0 / (255.0 * std_t)
         self._shift = -torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1) / std_t
         self.epoch = 0
+        self.rank, self.world_size = 0, 1
+
+    def shard(self, rank: int, world_size: int) -> TensorBatches:
+        """This process's share under DDP: items ``rank``, ``rank + world_size``, … of each epoch's
+        order (the same seeded permutation in every process), ``N // world_size`` of them so every
+        process runs the same number of steps. Shares the image tensor; ``self`` is unchanged."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"shard: expected 0 <= rank < world_size, got {rank} of {world_size}")
+        if len(self.images) < world_size:
+            raise ValueError(f"shard: {len(self.images)} images cannot feed {world_size} processes")
+        part = copy.copy(self)
+        part.rank, part.world_size = rank, world_size
+        return part
 
     def __len__(self) -> int:
-        return -(-len(self.images) // self.batch_size)
+        return -(-self.num_samples // self.batch_size)
 
     @property
     def num_samples(self) -> int:
-        return len(self.images)
+        return len(self.images) // self.world_size
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the shuffle of ``epoch`` (the trainer calls this before each epoch)."""
@@ -85,6 +99,9 @@ class TensorBatches:
         n = len(self.images)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        if self.world_size > 1:
+            order = order[self.rank :: self.world_size][: self.num_samples]
+        n = len(order)
         order = order.to(self.device)
         for start in range(0, n, self.batch_size):
             index = order[start : start + self.batch_size]

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnkit.device import default_precision, pick_device
-from cnnkit.train import rundir
+from cnnkit.train import distributed, rundir
 from cnnkit.train.callbacks import BestCheckpoint, Callback
 from cnnkit.train.checkpoint import load_checkpoint, save_checkpoint
 from cnnkit.train.metrics import topk_correct
@@ -86,10 +86,24 @@ class Trainer:
         log_every: int = 10,
     ) -> None:
         self.device = pick_device(device)
+        multi = distributed.world_size_from_env() > 1
+        if multi and self.device.type == "cuda" and self.device.index is None:
+            # one GPU per process under torchrun
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        self.dist = distributed.setup(self.device)
         self.precision = default_precision(self.device, precision)
         if channels_last is not None:
             self.precision = type(self.precision)(self.device, self.precision.name, channels_last)
         self.model = model.to(self.device, memory_format=self.precision.memory_format)
+        # What the training step calls: the model itself, or its DDP wrapper under torchrun. DDP
+        # records which parameters train when it is built: after freezing or unfreezing layers,
+        # build a new Trainer (fine_tune does).
+        self.train_model: nn.Module = self.model
+        if self.dist.enabled:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=device_ids
+            )
         self.optimizer_name = optimizer
         self.optimizer_options = {"lr": lr, "weight_decay": weight_decay}
         if momentum is not None:
@@ -109,7 +123,7 @@ class Trainer:
         self.top_k = top_k
         self.run = rundir.RunDir(out_dir) if out_dir is not None else None
         self.config = dict(config or {})
-        self.progress = progress
+        self.progress = progress and self.dist.is_main
         self.log_every = max(1, log_every)
         self.history: list[dict[str, Any]] = []
         self.epoch = 0  # epochs completed
@@ -215,6 +229,7 @@ class Trainer:
         Returns the history: one dict per epoch with ``loss``, ``accuracy``, ``val_loss``,
         ``val_accuracy``, ``val_top{k}``, ``lr``, ``images_per_s`` and ``seconds``.
         """
+        train = self._shard(train)
         steps_per_epoch = len(train)  # type: ignore[arg-type]
         if self.scheduler is None or self.planned_epochs != epochs:
             self.scheduler = make_schedule(
@@ -226,12 +241,14 @@ class Trainer:
             self.planned_epochs = epochs
         callbacks = list(self.callbacks)
         if self.run is not None:
-            self.run.create(resume=resume, overwrite=overwrite)
+            if self.dist.is_main:
+                self.run.create(resume=resume, overwrite=overwrite)
             if resume:
                 self._resume(self.run / rundir.LAST, epochs, steps_per_epoch)
+        if self._writes:
             batch_size = getattr(train, "batch_size", None)
-            self.run.write_json(rundir.CONFIG, self._run_config(epochs, batch_size))
-            callbacks.append(BestCheckpoint(str(self.run / rundir.BEST)))
+            self.run.write_json(rundir.CONFIG, self._run_config(epochs, batch_size))  # type: ignore[union-attr]
+            callbacks.append(BestCheckpoint(str(self.run / rundir.BEST)))  # type: ignore[operator]
             if resume:  # the best score so far must be beaten, not re-saved
                 best = callbacks[-1]
                 scores = [row.get("val_accuracy", row.get("accuracy")) for row in self.history]
@@ -249,31 +266,60 @@ class Trainer:
                     logs.update({f"val_{k}": v for k, v in self.evaluate(valid).items()})
                 self.history.append(logs)
                 self.epoch = epoch + 1
-                if self.run is not None:
-                    self.run.write_metrics(self.history)
+                if self._writes:
+                    self.run.write_metrics(self.history)  # type: ignore[union-attr]
                 for cb in callbacks:
                     cb.on_epoch_end(self, epoch, logs)
-                if self.run is not None:
-                    self.save_checkpoint(self.run / rundir.LAST)
+                if self._writes:
+                    self.save_checkpoint(self.run / rundir.LAST)  # type: ignore[operator]
         except KeyboardInterrupt:
             # Keep what was learnt: the weights mid-epoch go to the last checkpoint with the count
             # of completed epochs, so --resume redoes the interrupted epoch from these weights.
-            if self.run is not None:
-                self.save_checkpoint(self.run / rundir.LAST, interrupted=True)
+            if self._writes:
+                self.save_checkpoint(self.run / rundir.LAST, interrupted=True)  # type: ignore[operator]
             self.stop_reason = "interrupted"
             raise
         for cb in callbacks:
             cb.on_train_end(self, self.history)
         return self.history
 
+    @property
+    def _writes(self) -> bool:
+        """Whether this process writes the run directory (rank 0 of a DDP job, or the only one)."""
+        return self.run is not None and self.dist.is_main
+
+    def _shard(self, train: Iterable) -> Iterable:
+        """Under DDP, this process's share of the training data."""
+        if not self.dist.enabled:
+            return train
+        if hasattr(train, "shard"):
+            return train.shard(self.dist.rank, self.dist.world_size)
+        sampler = getattr(train, "sampler", None)
+        if not isinstance(sampler, torch.utils.data.DistributedSampler):
+            raise ValueError(
+                "train: under torchrun every process needs its own share of the data: pass "
+                "TensorBatches (sharded automatically) or a DataLoader with a DistributedSampler"
+            )
+        return train
+
+    def _totals(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> list[float]:
+        """[loss sum, correct, images] so far in this epoch, over every DDP process: one host sync."""
+        if not self.dist.enabled:
+            return [loss_sum.item(), correct.item(), seen]
+        local = torch.stack(
+            [loss_sum.double(), correct.double(), loss_sum.new_tensor(seen).double()]
+        )
+        return distributed.all_reduce_sum(local, self.dist).tolist()
+
     def _train_epoch(self, train: Iterable, epoch: int, epochs: int) -> dict[str, float]:
-        self.model.train()
+        self.train_model.train()
         torch.manual_seed(self.seed * 1_000_003 + epoch)  # dropout masks reproduce on resume
         if hasattr(train, "set_epoch"):
             train.set_epoch(epoch)
         total_loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
+        totals = [0.0, 0, 0]  # over every process, as of the last host sync
         start = time.perf_counter()
         bar = tqdm(
             total=len(train),  # type: ignore[arg-type]
@@ -285,7 +331,7 @@ class Trainer:
         for step, (x, y) in enumerate(train, 1):
             x, y = self._to_device(x, y)
             with self.precision.autocast():
-                output = self.model(x)
+                output = self.train_model(x)
             loss, logits = self._loss(output, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -298,24 +344,26 @@ class Trainer:
             seen += len(y)
             if step % self.log_every == 0 or step == len(train):  # type: ignore[arg-type]
                 # One host sync every few steps: checks the loss and feeds the progress bar.
-                running = total_loss.item() / seen
+                totals = self._totals(total_loss, correct, seen)
+                running = totals[0] / totals[2]
                 if not math.isfinite(running):
                     raise NonFiniteLossError(
                         f"loss became {running} at epoch {epoch + 1}, step {step}; training stopped "
                         "and the last good checkpoint was kept. Try a lower learning rate or grad_clip."
                     )
-                rate = seen / (time.perf_counter() - start)
+                rate = totals[2] / (time.perf_counter() - start)
                 bar.set_postfix(
-                    loss=f"{running:.4f}", acc=f"{correct.item() / seen:.4f}", img_s=f"{rate:.0f}"
+                    loss=f"{running:.4f}", acc=f"{totals[1] / totals[2]:.4f}", img_s=f"{rate:.0f}"
                 )
                 bar.update(step - bar.n)
         bar.close()
         seconds = time.perf_counter() - start
+        # The last step always syncs, so totals cover the whole epoch (every process's share).
         return {
-            "loss": total_loss.item() / max(seen, 1),
-            "accuracy": correct.item() / max(seen, 1),
+            "loss": totals[0] / max(totals[2], 1),
+            "accuracy": totals[1] / max(totals[2], 1),
             "lr": self.optimizer.param_groups[0]["lr"],
-            "images_per_s": seen / seconds,
+            "images_per_s": totals[2] / seconds,
             "seconds": seconds,
         }
 

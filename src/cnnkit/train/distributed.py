@@ -1,0 +1,75 @@
+"""Scale-out with PyTorch's DistributedDataParallel under ``torchrun`` — no distributed layer of our own.
+
+    torchrun --nproc_per_node 2 -m cnnkit.cli train --model fashion_cnn --epochs 10 --out runs/ddp
+
+``torchrun`` starts one process per device and sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; the
+``Trainer`` sees ``WORLD_SIZE > 1`` and then:
+
+- joins the process group (NCCL on CUDA, Gloo on the CPU) and, on CUDA, uses ``cuda:LOCAL_RANK``
+  (``cnnkit.device.pick_device`` reads ``LOCAL_RANK``);
+- wraps the model in ``DistributedDataParallel``, which averages gradients across processes and
+  broadcasts the BatchNorm buffers of rank 0 at every forward;
+- gives every process its shard of each epoch's permutation (``TensorBatches.shard``): the same
+  seeded permutation everywhere, rank r taking items r, r + W, r + 2W, … so one step of W processes
+  at batch B equals one step of a single process at batch W·B on the same images;
+- sums the training loss, correct count and image count across processes before logging, so every
+  process reports (and checks for NaN) the same numbers;
+- evaluates the whole validation set in every process (identical weights → identical metrics, so
+  early stopping decides the same everywhere), and writes the run directory from rank 0 only.
+
+``--batch-size`` is per process, as in PyTorch; the learning rate is not rescaled.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in the job: rank ``rank`` of ``world_size`` (``LOCAL_RANK`` on its host)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that writes files and shows progress."""
+        return self.rank == 0
+
+
+def world_size_from_env() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise ValueError(
+            f"environment variable WORLD_SIZE: expected an integer, got {os.environ['WORLD_SIZE']!r}"
+        ) from None
+
+
+def setup(device: torch.device) -> DistInfo:
+    """Join the ``torchrun`` job this process belongs to (once), or return the single-process info."""
+    if world_size_from_env() <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """``tensor`` summed over every process (itself when running alone)."""
+    if info.enabled:
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor

@@ -1,0 +1,123 @@
+"""DDP under torchrun semantics (``cnnkit.train.distributed``): two CPU processes with the Gloo backend.
+
+The reference is arithmetic: DDP averages the gradients of W processes, each on its shard of the same
+permutation, so W processes at batch B must train exactly like one process at batch W·B on the same
+images (no BatchNorm or dropout in the model, so nothing else differs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+from cnnkit.data import TensorBatches
+from cnnkit.train import Trainer
+
+N, BATCH = 48, 4
+
+
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3)
+    )
+
+
+def data(batch_size: int) -> tuple[TensorBatches, TensorBatches]:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (N, 1, 8, 8), dtype=torch.uint8, generator=g)
+    labels = torch.randint(0, 3, (N,), generator=g)
+    train = TensorBatches(images, labels, batch_size, shuffle=True, seed=3)
+    return train, TensorBatches(images, labels, 16)
+
+
+def train(batch_size: int, out_dir: str | None) -> tuple[Trainer, list[dict]]:
+    trainer = Trainer(
+        tiny_model(), lr=1e-2, device="cpu", progress=False, out_dir=out_dir, channels_last=False
+    )
+    return trainer, trainer.fit(*data(batch_size), epochs=2)
+
+
+def _worker(rank: int, world_size: int, port: int, tmp: str) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    try:
+        trainer, history = train(BATCH, os.path.join(tmp, "run"))
+        assert trainer.dist.rank == rank and trainer.dist.world_size == world_size
+        weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+        torch.save({"weights": weights, "history": history}, os.path.join(tmp, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> str:
+    tmp = str(tmp_path_factory.mktemp("ddp"))
+    mp.spawn(_worker, args=(2, free_port(), tmp), nprocs=2, join=True)
+    return tmp
+
+
+def test_two_processes_train_like_one_at_twice_the_batch(ddp_run):
+    ranks = [torch.load(os.path.join(ddp_run, f"rank{r}.pt")) for r in range(2)]
+    single, history = train(2 * BATCH, None)
+    for key, value in single.model.state_dict().items():
+        torch.testing.assert_close(ranks[0]["weights"][key], value, rtol=1e-5, atol=1e-6)
+        assert torch.equal(ranks[0]["weights"][key], ranks[1]["weights"][key]), key
+    for ddp_row, row in zip(ranks[0]["history"], history, strict=True):
+        # training loss/accuracy are summed over both processes: those of the whole epoch
+        assert ddp_row["loss"] == pytest.approx(row["loss"], rel=1e-5)
+        assert ddp_row["accuracy"] == row["accuracy"]
+        assert ddp_row["val_accuracy"] == row["val_accuracy"]
+    timing = {"seconds", "images_per_s"}
+    for a, b in zip(ranks[0]["history"], ranks[1]["history"], strict=True):
+        assert {k: v for k, v in a.items() if k not in timing} == {
+            k: v for k, v in b.items() if k not in timing
+        }
+
+
+def test_only_rank_zero_writes_the_run_directory(ddp_run):
+    run = os.path.join(ddp_run, "run")
+    assert sorted(os.listdir(run)) == [
+        "best.safetensors",
+        "config.json",
+        "last.safetensors",
+        "metrics.jsonl",
+    ]
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert [row["epoch"] for row in rows] == [1, 2]
+
+
+def test_tensor_batches_shard_interleaves_one_permutation():
+    train, _ = data(4)
+    train.set_epoch(1)
+    parts = []
+    for rank in range(3):
+        part = train.shard(rank, 3)
+        part.set_epoch(1)
+        assert len(part) == 4 and part.num_samples == 16
+        parts.append(torch.cat([x.flatten(1) for x, _ in part]))
+    train.set_epoch(1)
+    full = torch.cat([x.flatten(1) for x, _ in train])
+    torch.testing.assert_close(torch.stack(parts, 1).reshape(N, -1), full)
+    with pytest.raises(ValueError, match="rank"):
+        train.shard(3, 3)
