@@ -135,11 +135,12 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
         flip=args.flip, device=trainer.device, memory_format=fmt,
     )  # fmt: skip
     valid = TensorBatches(*data.valid, 500, mean=data.mean, std=data.std, device=trainer.device)
-    print(
-        f"training {args.model} on {data.name}: {len(x_train)} images, batch {batch_size}, "
-        f"{args.epochs} epochs, {trainer.device} {trainer.precision.name}"
-        f"{' channels_last' if trainer.precision.channels_last else ''} -> {args.out}"
-    )
+    if trainer.dist.is_main:  # under torchrun, rank 0 alone speaks
+        print(
+            f"training {args.model} on {data.name}: {len(x_train)} images, batch {batch_size}, "
+            f"{args.epochs} epochs, {trainer.device} {trainer.precision.name}"
+            f"{' channels_last' if trainer.precision.channels_last else ''} -> {args.out}"
+        )
     start = time.perf_counter()
     try:
         trainer.fit(train, valid, epochs=args.epochs, resume=args.resume, overwrite=args.overwrite)

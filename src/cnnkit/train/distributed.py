@@ -1,6 +1,6 @@
 """Scale-out with PyTorch's DistributedDataParallel under ``torchrun`` — no distributed layer of our own.
 
-    torchrun --nproc_per_node 2 -m cnnkit.cli train --model fashion_cnn --epochs 10 --out runs/ddp
+    torchrun --nproc_per_node 2 -m cnnkit train --model fashion_cnn --epochs 10 --out runs/ddp
 
 ``torchrun`` starts one process per device and sets ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``; the
 ``Trainer`` sees ``WORLD_SIZE > 1`` and then:
