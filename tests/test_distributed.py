@@ -10,15 +10,19 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections import OrderedDict
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from cnnkit.data import TensorBatches
 from cnnkit.train import Trainer
+from cnnkit.train.distributed import DistInfo, shard_loader
+from cnnkit.train.freeze import fine_tune
 
 N, BATCH = 48, 4
 
@@ -45,6 +49,38 @@ def train(batch_size: int, out_dir: str | None) -> tuple[Trainer, list[dict]]:
     return trainer, trainer.fit(*data(batch_size), epochs=2)
 
 
+def loader_dataset() -> TensorDataset:
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(N, 1, 8, 8, generator=g)
+    return TensorDataset(images, torch.randint(0, 3, (N,), generator=g))
+
+
+def fine_tune_on_loader(loader: DataLoader, out_dir: str | None) -> dict[str, torch.Tensor]:
+    """``fine_tune``'s two phases (1 frozen epoch, 1 unfrozen) on a small net with BatchNorm."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        OrderedDict(
+            conv=nn.Conv2d(1, 4, 3),
+            bn=nn.BatchNorm2d(4),
+            relu=nn.ReLU(),
+            pool=nn.AdaptiveAvgPool2d(2),
+            flat=nn.Flatten(),
+            fc=nn.Linear(16, 3),
+        )
+    )
+    valid = DataLoader(loader_dataset(), 16)
+    options = dict(device="cpu", progress=False, channels_last=False, out_dir=out_dir)
+    fine_tune(model, loader, valid, frozen_epochs=1, epochs=1, lr=1e-2, **options)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def train_on_loader(loader: DataLoader) -> dict[str, torch.Tensor]:
+    """Two epochs on a DataLoader (the path ``cnnkit finetune`` takes); the final weights."""
+    trainer = Trainer(tiny_model(), lr=1e-2, device="cpu", progress=False, channels_last=False)
+    trainer.fit(loader, epochs=2)
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
 def _worker(rank: int, world_size: int, port: int, tmp: str) -> None:
     os.environ.update(
         RANK=str(rank),
@@ -58,7 +94,19 @@ def _worker(rank: int, world_size: int, port: int, tmp: str) -> None:
         trainer, history = train(BATCH, os.path.join(tmp, "run"))
         assert trainer.dist.rank == rank and trainer.dist.world_size == world_size
         weights = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-        torch.save({"weights": weights, "history": history}, os.path.join(tmp, f"rank{rank}.pt"))
+        # a plain shuffling DataLoader, which the trainer shards with a DistributedSampler
+        loader = DataLoader(loader_dataset(), BATCH, shuffle=True)
+        loader_weights = train_on_loader(loader)
+        tuned = fine_tune_on_loader(loader, os.path.join(tmp, "finetune"))
+        torch.save(
+            {
+                "weights": weights,
+                "history": history,
+                "loader_weights": loader_weights,
+                "fine_tuned": tuned,
+            },
+            os.path.join(tmp, f"rank{rank}.pt"),
+        )
     finally:
         dist.destroy_process_group()
 
@@ -92,6 +140,60 @@ def test_two_processes_train_like_one_at_twice_the_batch(ddp_run):
         assert {k: v for k, v in a.items() if k not in timing} == {
             k: v for k, v in b.items() if k not in timing
         }
+
+
+def test_a_dataloader_is_sharded_and_trains_like_one_process_at_twice_the_batch(ddp_run):
+    """Each rank takes every other item of the DistributedSampler permutation (seed 0 + epoch), so
+    two ranks at batch 4 see, step by step, the 8 images one process sees at batch 8."""
+    ranks = [torch.load(os.path.join(ddp_run, f"rank{r}.pt")) for r in range(2)]
+    dataset = loader_dataset()
+    whole = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=0)
+    single = train_on_loader(DataLoader(dataset, 2 * BATCH, sampler=whole))
+    for key, value in single.items():
+        torch.testing.assert_close(ranks[0]["loader_weights"][key], value, rtol=1e-5, atol=1e-6)
+        assert torch.equal(ranks[0]["loader_weights"][key], ranks[1]["loader_weights"][key]), key
+
+
+def test_fine_tune_under_ddp_matches_one_process_and_writes_one_run(ddp_run):
+    """Both phases of ``fine_tune`` shard the DataLoader; BatchNorm stays in inference mode in both
+    (frozen, then ``bn_stats=False``), so two ranks at batch 4 equal one process at batch 8."""
+    ranks = [torch.load(os.path.join(ddp_run, f"rank{r}.pt")) for r in range(2)]
+    dataset = loader_dataset()
+    whole = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=0)
+    single = fine_tune_on_loader(DataLoader(dataset, 2 * BATCH, sampler=whole), None)
+    for key, value in single.items():
+        torch.testing.assert_close(ranks[0]["fine_tuned"][key], value, rtol=1e-5, atol=1e-6)
+        assert torch.equal(ranks[0]["fine_tuned"][key], ranks[1]["fine_tuned"][key]), key
+    with open(os.path.join(ddp_run, "finetune", "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert [(row["phase"], row["epoch"]) for row in rows] == [(1, 1), (2, 2)]
+
+
+def test_shard_loader_splits_each_epoch_between_ranks_and_keeps_the_settings():
+    loader = DataLoader(loader_dataset(), 5, shuffle=True, drop_last=True)
+    shards = [shard_loader(loader, DistInfo(rank, 2, rank), seed=7) for rank in range(2)]
+    orders = []
+    for epoch in range(2):
+        seen = []
+        for shard in shards:
+            assert shard.batch_size == 5 and shard.drop_last and len(shard) == 4  # 24 items, 4 x 5
+            shard.sampler.set_epoch(epoch)
+            seen.append(list(shard.sampler))
+        assert sorted(seen[0] + seen[1]) == list(range(N))  # disjoint, together the whole set
+        orders.append(seen[0])
+    assert orders[0] != orders[1]  # reshuffled every epoch
+    assert shard_loader(shards[0], DistInfo(0, 2, 0)) is shards[0]  # already sharded
+    in_order = shard_loader(DataLoader(loader_dataset(), 4), DistInfo(1, 2, 1))
+    assert list(in_order.sampler) == list(range(1, N, 2))  # no shuffle stays no shuffle
+
+
+def test_shard_loader_refuses_an_iterable_dataset():
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            yield from range(4)
+
+    with pytest.raises(ValueError, match="DistributedSampler"):
+        shard_loader(DataLoader(Stream(), 2), DistInfo(0, 2, 0))
 
 
 def test_only_rank_zero_writes_the_run_directory(ddp_run):

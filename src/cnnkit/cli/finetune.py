@@ -25,6 +25,7 @@ from cnnkit.models import model_info
 from cnnkit.pretrained import list_weights, load
 from cnnkit.train import RunDir, Trainer, rundir
 from cnnkit.train.checkpoint import load_checkpoint
+from cnnkit.train.distributed import is_main_process
 from cnnkit.train.freeze import fine_tune
 
 TEST_METRICS = "test_metrics.json"
@@ -116,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
         jitter=args.jitter,
     )
     counts = {name: len(split) for name, split in data.splits.items()}
-    print(f"{args.data}: {len(data.classes)} classes, split {counts}")
+    if is_main_process():  # under torchrun, rank 0 alone speaks
+        print(f"{args.data}: {len(data.classes)} classes, split {counts}")
 
     # The new head: the base's global average pooling feeds a fresh dense layer.
     model = pretrained.model
@@ -175,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     seconds = time.perf_counter() - start
+    if not is_main_process():
+        return 0  # rank 0 tests the best weights and writes the report
     for row in history:
         val = f"  val_accuracy {row['val_accuracy']:.4f}" if "val_accuracy" in row else ""
         print(f"phase {row['phase']} epoch {row['epoch']}: accuracy {row['accuracy']:.4f}{val}")

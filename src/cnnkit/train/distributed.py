@@ -11,7 +11,9 @@
   broadcasts the BatchNorm buffers of rank 0 at every forward;
 - gives every process its shard of each epoch's permutation (``TensorBatches.shard``): the same
   seeded permutation everywhere, rank r taking items r, r + W, r + 2W, … so one step of W processes
-  at batch B equals one step of a single process at batch W·B on the same images;
+  at batch B equals one step of a single process at batch W·B on the same images; a ``DataLoader``
+  (``cnnkit finetune``'s image pipeline) is rebuilt around a ``DistributedSampler``, which shards
+  the same way (``shard_loader``);
 - sums the training loss, correct count and image count across processes before logging, so every
   process reports (and checks for NaN) the same numbers;
 - evaluates the whole validation set in every process (identical weights → identical metrics, so
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,64 @@ def setup(device: torch.device) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def is_main_process() -> bool:
+    """Whether this process writes files and prints: rank 0 of a DDP job (``torchrun``'s ``RANK``
+    before the process group exists), or the only process."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
+
+
 def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """``tensor`` summed over every process (itself when running alone)."""
     if info.enabled:
         tensor = tensor.clone()
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def shard_loader(loader: DataLoader, info: DistInfo, seed: int = 0) -> DataLoader:
+    """This process's share of ``loader``: the same loader around a ``DistributedSampler``.
+
+    One that already has a ``DistributedSampler`` is returned as it is. The shuffle is kept (a
+    ``RandomSampler`` becomes a shuffling ``DistributedSampler`` seeded with ``seed``; the trainer
+    calls its ``set_epoch``), and so are the batch size, workers, prefetching, collate function and
+    ``drop_last``. As with ``DistributedSampler``, the last items are repeated where the dataset
+    does not divide by the number of processes. (Lightning rebuilds loaders the same way; PyTorch has
+    no function for it.)
+    """
+    if isinstance(loader.sampler, DistributedSampler):
+        return loader
+    custom_batches = (
+        loader.batch_sampler is not None and type(loader.batch_sampler) is not BatchSampler
+    )
+    if (
+        loader.batch_size is None
+        or custom_batches
+        or isinstance(loader.dataset, torch.utils.data.IterableDataset)
+    ):
+        raise ValueError(
+            "train: under torchrun every process needs its own share of the data, and this "
+            "DataLoader (an iterable dataset, a custom batch sampler, or no batch size) cannot be "
+            "sharded automatically: give it a DistributedSampler"
+        )
+    sampler = DistributedSampler(
+        loader.dataset,
+        num_replicas=info.world_size,
+        rank=info.rank,
+        shuffle=isinstance(loader.sampler, RandomSampler),
+        seed=seed,
+    )
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        drop_last=loader.drop_last,
+        timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn,
+        prefetch_factor=loader.prefetch_factor,
+        persistent_workers=loader.persistent_workers,
+    )

@@ -294,13 +294,12 @@ class Trainer:
             return train
         if hasattr(train, "shard"):
             return train.shard(self.dist.rank, self.dist.world_size)
-        sampler = getattr(train, "sampler", None)
-        if not isinstance(sampler, torch.utils.data.DistributedSampler):
-            raise ValueError(
-                "train: under torchrun every process needs its own share of the data: pass "
-                "TensorBatches (sharded automatically) or a DataLoader with a DistributedSampler"
-            )
-        return train
+        if isinstance(train, torch.utils.data.DataLoader):
+            return distributed.shard_loader(train, self.dist, self.seed)
+        raise ValueError(
+            "train: under torchrun every process needs its own share of the data: pass "
+            f"TensorBatches or a DataLoader (both sharded automatically), not {type(train).__name__}"
+        )
 
     def _totals(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> list[float]:
         """[loss sum, correct, images] so far in this epoch, over every DDP process: one host sync."""
@@ -316,6 +315,8 @@ class Trainer:
         torch.manual_seed(self.seed * 1_000_003 + epoch)  # dropout masks reproduce on resume
         if hasattr(train, "set_epoch"):
             train.set_epoch(epoch)
+        if isinstance(getattr(train, "sampler", None), torch.utils.data.DistributedSampler):
+            train.sampler.set_epoch(epoch)  # type: ignore[attr-defined]  # a new shuffle per epoch
         total_loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
