@@ -232,3 +232,15 @@ def test_predict_returns_probabilities_for_a_tensor(small_data):
     probs = trainer.predict(torch.randn(300, 1, 28, 28), batch_size=128)
     assert probs.shape == (300, 10)
     assert torch.allclose(probs.sum(1), torch.ones(300), atol=1e-5)
+
+
+def test_history_plot_says_when_the_training_loss_is_label_smoothed():
+    """With label smoothing the training loss is not comparable with the plain validation loss
+    (0.63 vs 0.25 in the resnet18_small run): the legend says which is which."""
+    from cnnkit.viz.training import history_figure
+
+    history = [{"epoch": 1, "loss": 0.9, "val_loss": 0.4, "accuracy": 0.8, "val_accuracy": 0.85}]
+    labels = [line.get_label() for line in history_figure(history, 0.1).axes[0].get_lines()]
+    assert labels == ["train_loss (label smoothing 0.1)", "val_loss"]
+    labels = [line.get_label() for line in history_figure(history).axes[0].get_lines()]
+    assert labels == ["train_loss", "val_loss"]

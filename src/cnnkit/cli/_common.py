@@ -91,7 +91,7 @@ def finish_run(run: RunDir, trainer: Trainer, data: ImageClassificationData) -> 
     labels = data.test[1]
     run.write_json(TEST_METRICS, metrics)
     if trainer.history:
-        plot_history(trainer.history, run / rundir.HISTORY_PLOT)
+        plot_history(trainer.history, run / rundir.HISTORY_PLOT, trainer.label_smoothing)
     plot_confusion_matrix(matrix.numpy(), data.class_names, run / rundir.CONFUSION_PLOT)
     images = data.test[0][:32].permute(0, 2, 3, 1).squeeze(-1).numpy()
     plot_predictions(

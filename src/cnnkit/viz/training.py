@@ -31,20 +31,31 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
     return path
 
 
-def plot_history(history: Sequence[dict[str, float]], path: str | os.PathLike) -> Path:
-    """Loss and accuracy per epoch, training and validation, side by side."""
+def history_figure(history: Sequence[dict[str, float]], label_smoothing: float = 0.0) -> Any:
+    """Loss and accuracy per epoch, training and validation, side by side. With label smoothing the
+    training loss is the smoothed one (higher than the plain validation loss), and its label says so."""
     epochs = [row["epoch"] for row in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for prefix, style in (("", "o-"), ("val_", "s--")):
             values = [row.get(prefix + metric) for row in history]
             if all(v is not None for v in values):
-                ax.plot(epochs, values, style, label=(prefix or "train_") + metric)
+                label = (prefix or "train_") + metric
+                if metric == "loss" and not prefix and label_smoothing:
+                    label += f" (label smoothing {label_smoothing:g})"
+                ax.plot(epochs, values, style, label=label)
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.grid(alpha=0.3)
         ax.legend()
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_history(
+    history: Sequence[dict[str, float]], path: str | os.PathLike, label_smoothing: float = 0.0
+) -> Path:
+    """:func:`history_figure` written to ``path`` as a PNG."""
+    return save_figure(history_figure(history, label_smoothing), path)
 
 
 def plot_confusion_matrix(
