@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 
 @dataclass(frozen=True)
@@ -98,14 +98,8 @@ def shard_loader(loader: DataLoader, info: DistInfo, seed: int = 0) -> DataLoade
     """
     if isinstance(loader.sampler, DistributedSampler):
         return loader
-    custom_batches = (
-        loader.batch_sampler is not None and type(loader.batch_sampler) is not BatchSampler
-    )
-    if (
-        loader.batch_size is None
-        or custom_batches
-        or isinstance(loader.dataset, torch.utils.data.IterableDataset)
-    ):
+    # batch_size is None exactly when the loader was given its own batch_sampler
+    if loader.batch_size is None or isinstance(loader.dataset, torch.utils.data.IterableDataset):
         raise ValueError(
             "train: under torchrun every process needs its own share of the data, and this "
             "DataLoader (an iterable dataset, a custom batch sampler, or no batch size) cannot be "

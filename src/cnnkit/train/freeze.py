@@ -168,13 +168,14 @@ def fine_tune(
         # The first phase already created the run directory; the second writes over its checkpoints.
         rows = whole.fit(train, valid, epochs=epochs, overwrite=overwrite or frozen_epochs > 0)
         history += [dict(row, phase=2, epoch=done + row["epoch"]) for row in rows]
-    writes = out_dir is not None and is_main_process()  # under torchrun, rank 0 writes
+    # under torchrun, rank 0 alone writes
+    run = RunDir(out_dir) if out_dir is not None and is_main_process() else None
     if best.state is not None:
         model.load_state_dict(best.state)
-        if writes and head is not None and best.best_phase == 1 and epochs > 0:
+        if run is not None and head is not None and best.best_phase == 1 and epochs > 0:
             # Phase 2's BestCheckpoint wrote over phase 1's better checkpoint: put it back.
-            head.save_checkpoint(RunDir(out_dir) / BEST, epoch=best.epoch)  # type: ignore[arg-type]
+            head.save_checkpoint(run / BEST, epoch=best.epoch)
     unfreeze(model)  # leave a plain trainable model: no BatchNorm pinned in inference mode
-    if writes:
-        RunDir(out_dir).write_metrics(history)  # type: ignore[arg-type]
+    if run is not None:
+        run.write_metrics(history)
     return history
