@@ -196,6 +196,12 @@ def test_shard_loader_refuses_an_iterable_dataset():
         shard_loader(DataLoader(Stream(), 2), DistInfo(0, 2, 0))
 
 
+def test_shard_loader_refuses_to_drop_a_custom_sampler():
+    weighted = torch.utils.data.WeightedRandomSampler(torch.ones(N), N)
+    with pytest.raises(ValueError, match="WeightedRandomSampler"):
+        shard_loader(DataLoader(loader_dataset(), 4, sampler=weighted), DistInfo(0, 2, 0))
+
+
 def test_only_rank_zero_writes_the_run_directory(ddp_run):
     run = os.path.join(ddp_run, "run")
     assert sorted(os.listdir(run)) == [

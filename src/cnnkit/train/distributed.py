@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,12 @@ def shard_loader(loader: DataLoader, info: DistInfo, seed: int = 0) -> DataLoade
     """
     if isinstance(loader.sampler, DistributedSampler):
         return loader
+    if type(loader.sampler) not in (RandomSampler, SequentialSampler):
+        # replacing a weighted or otherwise custom sampler would silently change what is trained on
+        raise ValueError(
+            f"train: under torchrun this DataLoader's {type(loader.sampler).__name__} cannot be "
+            "sharded automatically: give it a DistributedSampler (or a shuffle=True/False loader)"
+        )
     # batch_size is None exactly when the loader was given its own batch_sampler
     if loader.batch_size is None or isinstance(loader.dataset, torch.utils.data.IterableDataset):
         raise ValueError(
