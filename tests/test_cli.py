@@ -48,19 +48,51 @@ def test_evaluate_prints_loss_accuracy_and_a_class_table(trained_run, capsys):
     assert "Ankle boot" in out and "10000 images" in out
 
 
-def test_predict_reports_bad_files_one_by_one(trained_run, fashion_mnist, tmp_path, capsys):
+def _confident_test_image(run, fashion_mnist) -> tuple[int, torch.Tensor, float]:
+    """The first test image the run's model classifies right with over 90% probability (its index,
+    its pixels, that probability), computed in memory with the training normalization."""
+    from cnnkit.cli._common import load_run
+
+    _, _, model, _, meta = load_run(run)
     _, _, (x_test, y_test) = fashion_mnist
-    good = tmp_path / "boot.png"
-    Image.fromarray(x_test[0].numpy()).resize((96, 96)).convert("RGB").save(good)  # label 9
+    x = (x_test[:100].float().unsqueeze(1) / 255 - meta.mean[0]) / meta.std[0]
+    with torch.no_grad():
+        probs = model(x).softmax(1)
+    best, preds = probs.max(1)
+    index = next(i for i in range(100) if preds[i] == y_test[i] and best[i] > 0.9)
+    return index, x_test[index], best[index].item()
+
+
+def test_predict_prints_the_class_the_model_gives_in_memory(
+    trained_run, fashion_mnist, tmp_path, capsys
+):
+    """The command's preprocessing is the run's own: an exact 28x28 test image gets the class and
+    probability that the model gives it in memory."""
+    from cnnkit.data import FASHION_MNIST_CLASSES
+
+    index, pixels, probability = _confident_test_image(trained_run, fashion_mnist)
+    label = int(fashion_mnist[2][1][index])
+    path = tmp_path / "item.png"
+    Image.fromarray(pixels.numpy()).save(path)
+    assert main(["predict", str(trained_run), str(path), "--top", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [str(path), f"  {FASHION_MNIST_CLASSES[label]:<14s} {probability:7.2%}"]
+
+
+def test_predict_reports_bad_files_one_by_one(trained_run, fashion_mnist, tmp_path, capsys):
+    index, pixels, _ = _confident_test_image(trained_run, fashion_mnist)
+    good = tmp_path / "item.png"
+    Image.fromarray(pixels.numpy()).save(good)
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image")
-    code = main(["predict", str(trained_run), str(good), str(bad), str(tmp_path / "missing.png")])
-    out = capsys.readouterr().out
+    code = main(["predict", str(trained_run), str(bad), str(good), str(tmp_path / "missing.png")])
+    captured = capsys.readouterr()
     assert code == 1
-    assert f"{good}\n" in out and out.count("%") == 3
-    assert f"error: {bad}: not a decodable image" in out
-    assert f"error: {tmp_path / 'missing.png'}: no such file" in out
-    assert int(y_test[0]) == 9
+    assert captured.out.splitlines()[0] == str(
+        good
+    )  # the good image after the bad one is predicted
+    assert f"error: {bad}: not a decodable image" in captured.err
+    assert f"error: {tmp_path / 'missing.png'}: no such file" in captured.err
 
 
 def test_an_existing_run_is_never_overwritten_by_accident(trained_run, capsys):
@@ -75,7 +107,7 @@ def test_an_existing_run_is_never_overwritten_by_accident(trained_run, capsys):
     ("argv", "message"),
     [
         (["train", "--model", "resnet9000", "--out", "x"], "unknown model 'resnet9000'; choose one of:"),
-        (["train", "--model", "fashion_cnn", "--data", "cifar", "--out", "x"], "unknown dataset 'cifar'; choose one of: fashion-mnist"),
+        (["train", "--model", "fashion_cnn", "--data", "cifar", "--out", "x"], "--data 'cifar': does not exist; expected one of the datasets fashion-mnist"),
         (["train", "--model", "fashion_cnn", "--batch-size", "big", "--out", "x"], "--batch-size: expected a positive integer or 'auto'"),
         (["train", "--model", "fashion_cnn", "--model-option", "depth", "--out", "x"], "--model-option: expected KEY=VALUE"),
         (["evaluate", "no/such/run"], "no/such/run/config.json: not found"),
@@ -98,11 +130,9 @@ def test_unknown_choice_options_are_rejected_by_the_parser(capsys):
 def test_the_predicted_class_of_a_clear_training_image(trained_run, fashion_mnist):
     from cnnkit.cli._common import load_run
 
-    _, config, model = load_run(trained_run)
+    _, _, model, _, meta = load_run(trained_run)
     (x_train, y_train), _, _ = fashion_mnist
-    x = (x_train[:200].float().unsqueeze(1) / 255 - config["data"]["mean"][0]) / config["data"][
-        "std"
-    ][0]
+    x = (x_train[:200].float().unsqueeze(1) / 255 - meta.mean[0]) / meta.std[0]
     with torch.no_grad():
         accuracy = (model(x).argmax(1) == y_train[:200]).float().mean().item()
     assert accuracy > 0.5

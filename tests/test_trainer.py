@@ -97,6 +97,7 @@ def test_run_directory_files_and_refusal_to_overwrite(small_data, tmp_path):
     assert {p.name for p in tmp_path.iterdir()} == {
         rundir.CONFIG,
         rundir.METRICS,
+        rundir.STEPS,
         rundir.BEST,
         rundir.LAST,
     }
@@ -146,7 +147,7 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(small_data, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         trainer.fit(batches(train), epochs=3)
     _, meta = read_checkpoint(tmp_path / rundir.LAST)
-    assert json.loads(meta["extra"]) == {"interrupted": True, "planned_epochs": 3}
+    assert json.loads(meta["extra"]) == {"interrupted": True, "planned_epochs": 3, "start_epoch": 0}
     resumed = Trainer(tiny_cnn(), progress=False, out_dir=tmp_path)
     # Resumed with a shorter plan: the schedule is re-planned and advanced past epoch 1.
     assert len(resumed.fit(batches(train), epochs=2, resume=True)) == 2
@@ -219,12 +220,14 @@ def test_auxiliary_outputs_add_weighted_losses():
             out = self.fc(x.flatten(1))
             return (out, out * 2) if self.training else out
 
-    trainer = Trainer(WithAux(), progress=False, aux_loss_weight=0.3)
+    trainer = Trainer(WithAux(), progress=False)
     x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
     main = nn.functional.cross_entropy(trainer.model(x)[0], y)
     aux = nn.functional.cross_entropy(trainer.model(x)[1], y)
-    loss, _ = trainer._loss(trainer.model(x), y)
+    # Szegedy et al. 2014 weight the auxiliary classifiers' losses by 0.3
+    loss, parts = trainer.task.loss(trainer.model(x), y)
     assert loss.item() == pytest.approx(main.item() + 0.3 * aux.item(), rel=1e-6)
+    assert set(parts) == {"classification", "aux1"}
 
 
 def test_predict_returns_probabilities_for_a_tensor(small_data):

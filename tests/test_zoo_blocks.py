@@ -155,7 +155,7 @@ def test_lenet_criterion_is_the_papers_map_loss_and_the_trainer_uses_it() -> Non
     assert model.criterion(-distances, target) > torch.nn.functional.cross_entropy(
         -distances, target
     )
-    assert Trainer(model, device="cpu", progress=False).criterion == model.criterion
+    assert Trainer(model, device="cpu", progress=False).task.criterion == model.criterion
     softmax = LeNet5(head="softmax")
     logits = torch.randn(2, 10)
     torch.testing.assert_close(

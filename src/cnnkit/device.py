@@ -21,13 +21,38 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     Under ``torchrun`` (``LOCAL_RANK`` set) CUDA means this process's own GPU, ``cuda:LOCAL_RANK``.
     """
     if device is not None and str(device) != "auto":
-        return torch.device(device)
+        return _checked(device)
     if torch.cuda.is_available():
         local_rank = os.environ.get("LOCAL_RANK")
         return torch.device("cuda", int(local_rank)) if local_rank else torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _checked(device: str | torch.device) -> torch.device:
+    """``device`` if this machine has it; a ValueError naming it and what there is otherwise."""
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise ValueError(
+            f"device {str(device)!r}: not a device name; expected auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(
+                f"device {str(device)!r}: this machine has no CUDA GPU; use cpu or auto"
+            )
+        if chosen.index is not None and chosen.index >= count:
+            raise ValueError(f"device {str(device)!r}: this machine has {count} CUDA GPU(s)")
+    elif chosen.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {str(device)!r}: MPS is not available here; use cpu or auto")
+    elif chosen.type != "cpu":
+        raise ValueError(f"device {str(device)!r}: expected auto, cpu, cuda, cuda:N or mps")
+    return chosen
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,11 @@
 """The ``cnnkit`` command line. Each sub-command lives in its own module with a ``register`` function.
 
-To add a command: write ``cnnkit/cli/NAME.py`` with ``register(subparsers) -> None`` that adds a parser
-and sets ``func=run`` (``run(args) -> int``), then add its module name to ``COMMANDS``.
+To add a command: write ``cnnkit/cli/NAME.py`` with ``register(parser) -> None`` that adds the
+command's arguments and sets ``func=run`` (``run(args) -> int``), then add its name and one-line help
+to ``COMMANDS``.
+
+Start-up is lazy: ``cnnkit --help`` imports no command module (and so neither torch nor matplotlib),
+and ``cnnkit NAME ...`` imports only ``cnnkit/cli/NAME.py``.
 """
 
 from __future__ import annotations
@@ -12,27 +16,42 @@ import sys
 
 from cnnkit import __version__
 
-# Sub-command modules in the order ``cnnkit --help`` lists them.
-COMMANDS = ["demo", "train", "evaluate", "predict", "models", "summary", "filters", "finetune"]
+# Sub-commands in the order ``cnnkit --help`` lists them, with their one-line help.
+COMMANDS: dict[str, str] = {
+    "demo": "train the notes' CNN on Fashion-MNIST for a short budget",
+    "train": "train a model on a dataset into a run directory",
+    "finetune": "fine-tune a pretrained model on a dataset, in the notes' two phases",
+    "evaluate": "evaluate a run's best weights on its test set",
+    "predict": "predict image files with a trained run (or a pretrained ImageNet model)",
+    "models": "list the registered models",
+    "summary": "per-layer table: shapes, parameters, FLOPs and the memory of a step",
+    "filters": "draw the notes' feature maps: two sample images through 7x7 line filters",
+}
 
 
 class CLIError(Exception):
     """An error the user can fix; printed without a traceback, exit status 2."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser. With ``argv`` only the command it names is imported and given its arguments
+    (the others are listed by name); without, every command is (for documentation and tests)."""
     parser = argparse.ArgumentParser(
         prog="cnnkit", description="Deep computer vision with CNNs, on PyTorch."
     )
     parser.add_argument("--version", action="version", version=f"cnnkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        importlib.import_module(f"cnnkit.cli.{name}").register(sub)
+    chosen = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
+    for name, summary in COMMANDS.items():
+        p = sub.add_parser(name, help=summary, description=summary)
+        if argv is None or name == chosen:
+            importlib.import_module(f"cnnkit.cli.{name}").register(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

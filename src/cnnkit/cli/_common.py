@@ -1,34 +1,38 @@
-"""What the training commands share: building a run's model from its config, finishing a run
-(test metrics and plots), and parsing options."""
+"""What the training commands share: one argument set (``train``, ``finetune``, ``demo``), the
+run directory's default name, rebuilding a run's task, data and model from its ``config.json``, and
+finishing a run (the task's test report and the plots)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from cnnkit.cli import CLIError
-from cnnkit.data import TensorBatches
-from cnnkit.data.datasets import ImageClassificationData
-from cnnkit.models import create_model
-from cnnkit.train import RunDir, Trainer, rundir
-from cnnkit.train.checkpoint import load_checkpoint
-from cnnkit.train.metrics import confusion_matrix, per_class_accuracy
-from cnnkit.viz.training import plot_confusion_matrix, plot_history, plot_predictions
 
-TEST_METRICS = "test_metrics.json"
+if TYPE_CHECKING:
+    import torch
+
+    from cnnkit.data.datasets import DataMeta, ImageData
+    from cnnkit.tasks import Task
+    from cnnkit.train import RunDir, Trainer
+
+# Choices listed here rather than imported, so that ``--help`` needs no torch; a test checks them
+# against cnnkit.train.optim and cnnkit.tasks, their owners.
+OPTIMIZER_CHOICES = ("sgd", "adam", "adamw", "nadam")
+SCHEDULE_CHOICES = ("constant", "step", "cosine", "onecycle")
+TASK_CHOICES = ("classify",)
 
 
-def parse_options(pairs: list[str]) -> dict[str, Any]:
+def parse_options(pairs: list[str], option: str = "--model-option") -> dict[str, Any]:
     """``["key=value", ...]`` → dict, values parsed as JSON when they can be (``3``, ``true``)."""
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise CLIError(f"--model-option: expected KEY=VALUE, got {pair!r}")
+            raise CLIError(f"{option}: expected KEY=VALUE, got {pair!r}")
         try:
             options[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -36,9 +40,114 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
-def model_from_config(config: dict[str, Any], source: Path) -> torch.nn.Module:
+def _positive_float(name: str) -> Any:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+def _positive_int(text: str) -> int:
     try:
-        spec = config["model"]
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_training_arguments(p: argparse.ArgumentParser, *, model_required: bool = True) -> None:
+    """The options ``cnnkit train``, ``cnnkit finetune`` and ``cnnkit demo`` share."""
+    if model_required:
+        p.add_argument("--model", required=True, help="a registered model (see `cnnkit models`)")
+    p.add_argument(
+        "--data",
+        default="fashion-mnist",
+        help="fashion-mnist, a folder with one sub-folder per class, or a .csv/.json list",
+    )
+    p.add_argument("--data-root", default=None, help="folder holding a named dataset's files")
+    p.add_argument("--task", choices=TASK_CHOICES, default="classify")
+    p.add_argument(
+        "--task-option", action="append", default=[], metavar="KEY=VALUE", help="task option"
+    )
+    p.add_argument("--epochs", type=_positive_int, default=10, help="all epochs of the run")
+    p.add_argument(
+        "--out", default=None, help="run directory (default: a new runs/TASK/MODEL-N, printed)"
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
+    p.add_argument(
+        "--model-option", action="append", default=[], metavar="KEY=VALUE", help="builder option"
+    )
+    p.add_argument("--batch-size", default="128", help="an integer, or 'auto' (largest that fits)")
+    p.add_argument("--optimizer", choices=OPTIMIZER_CHOICES, default="adamw")
+    p.add_argument(
+        "--lr",
+        type=_positive_float("--lr"),
+        default=None,
+        help="peak learning rate (default: per optimizer)",
+    )
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--schedule", choices=SCHEDULE_CHOICES, default="onecycle")
+    p.add_argument(
+        "--label-smoothing", type=float, default=0.0, help="classification: label smoothing"
+    )
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, mps"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--flip", action="store_true", help="augment with random horizontal flips")
+    p.add_argument(
+        "--patience", type=_positive_int, default=None, help="early stopping on the task's metric"
+    )
+    p.add_argument(
+        "--train-limit", type=_positive_int, default=None, help="train on the first N images only"
+    )
+    p.add_argument(
+        "--image-size", type=_positive_int, default=None,
+        help="input side the model sees (default: the data's own; 224 for image files)",
+    )  # fmt: skip
+    p.add_argument("--workers", type=int, default=2, help="DataLoader processes for image files")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def task_from_args(args: argparse.Namespace) -> Task:
+    from cnnkit.tasks import get_task
+
+    options = parse_options(args.task_option, "--task-option")
+    if args.task == "classify" and args.label_smoothing:
+        options.setdefault("label_smoothing", args.label_smoothing)
+    return get_task(args.task, **options)
+
+
+def default_run_dir(task: str, model: str, root: str | Path = "runs") -> Path:
+    """``runs/TASK/MODEL-N`` with the first N not taken."""
+    base = Path(root) / task
+    n = 1
+    while (base / f"{model}-{n}").exists():
+        n += 1
+    return base / f"{model}-{n}"
+
+
+# ---- a run's config ------------------------------------------------------------------------------
+
+
+def model_from_config(config: dict[str, Any], source: Path) -> torch.nn.Module:
+    from cnnkit.models import create_model
+
+    spec = config.get("model")
+    if not isinstance(spec, dict):
+        raise CLIError(f"{source}: field 'model' is missing or not an object")
+    try:
         return create_model(
             spec["name"],
             num_classes=spec["num_classes"],
@@ -49,86 +158,67 @@ def model_from_config(config: dict[str, Any], source: Path) -> torch.nn.Module:
         raise CLIError(f"{source}: field 'model.{exc.args[0]}' is missing") from None
 
 
+def task_from_config(config: dict[str, Any], source: Path) -> Task:
+    """The run's task (runs written before tasks existed are classification)."""
+    from cnnkit.tasks import get_task
+
+    spec = config.get("task", {"name": "classify", "options": {}})
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise CLIError(f"{source}: field 'task' must be an object with a 'name'")
+    try:
+        return get_task(spec["name"], **spec.get("options", {}))
+    except ValueError as exc:
+        raise CLIError(f"{source}: field 'task': {exc}") from None
+
+
 def load_run(
-    path: str | Path, checkpoint: str = rundir.BEST
-) -> tuple[RunDir, dict, torch.nn.Module]:
-    """A run directory's config and its model with the ``checkpoint`` weights loaded."""
+    path: str | Path, checkpoint: str | None = None
+) -> tuple[RunDir, dict[str, Any], torch.nn.Module, Task, DataMeta]:
+    """A run directory's config, its model with the ``checkpoint`` weights (default: the best),
+    its task and its data description."""
+    from cnnkit.data.datasets import DataMeta
+    from cnnkit.train import RunDir, rundir
+    from cnnkit.train.checkpoint import load_checkpoint
+
     run = RunDir(path)
     config = run.read_config()
-    model = model_from_config(config, run / rundir.CONFIG)
-    load_checkpoint(run / checkpoint, model)
-    return run, config, model.eval()
+    where = run / rundir.CONFIG
+    if not isinstance(config, dict):
+        raise CLIError(f"{where}: expected a JSON object, got {type(config).__name__}")
+    if "data" not in config:
+        raise CLIError(f"{where}: field 'data' is missing")
+    meta = DataMeta.from_config(config["data"], where)
+    task = task_from_config(config, where)
+    model = model_from_config(config, where)
+    load_checkpoint(run / (checkpoint or rundir.BEST), model)
+    return run, config, model.eval(), task, meta
 
 
-def test_batches(data: ImageClassificationData, batch_size: int = 500) -> TensorBatches:
-    x, y = data.test
-    return TensorBatches(x, y, batch_size, mean=data.mean, std=data.std)
+def finish_run(run: RunDir, trainer: Trainer, data: ImageData) -> dict[str, Any]:
+    """Evaluate the best weights on the test split with the task's report; write
+    ``test_metrics.json``, the history plot and the task's plots."""
+    from cnnkit.train import rundir
+    from cnnkit.train.checkpoint import load_checkpoint
+    from cnnkit.viz.training import plot_history
 
-
-def test_report(
-    trainer: Trainer, data: ImageClassificationData
-) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
-    """Test-set metrics, the confusion matrix and the predicted classes of ``trainer.model``."""
-    probs = trainer.predict(test_batches(data))
-    labels = data.test[1]
-    preds = probs.argmax(1)
-    matrix = confusion_matrix(preds, labels, len(data.class_names))
-    metrics = {
-        "test_loss": torch.nn.functional.nll_loss(probs.clamp_min(1e-12).log(), labels).item(),
-        "test_accuracy": (preds == labels).float().mean().item(),
-        "per_class_accuracy": dict(
-            zip(data.class_names, per_class_accuracy(matrix).tolist(), strict=True)
-        ),
-    }
-    return metrics, matrix, preds
-
-
-def finish_run(run: RunDir, trainer: Trainer, data: ImageClassificationData) -> dict[str, Any]:
-    """Evaluate the best weights on the test set; write test metrics and the three plots."""
     if (run / rundir.BEST).is_file():
         load_checkpoint(run / rundir.BEST, trainer.model)
-    metrics, matrix, preds = test_report(trainer, data)
-    labels = data.test[1]
-    run.write_json(TEST_METRICS, metrics)
+    metrics: dict[str, Any] = {}
+    if data.splits.get("test") is not None:
+        test = data.batches("test", 500, device=trainer.device)
+        metrics = trainer.task.report(trainer, test, data.meta, run.path)
+        run.write_json(rundir.TEST_METRICS, metrics)
     if trainer.history:
-        plot_history(trainer.history, run / rundir.HISTORY_PLOT, trainer.label_smoothing)
-    plot_confusion_matrix(matrix.numpy(), data.class_names, run / rundir.CONFUSION_PLOT)
-    images = data.test[0][:32].permute(0, 2, 3, 1).squeeze(-1).numpy()
-    plot_predictions(
-        images,
-        preds[:32].tolist(),
-        labels[:32].tolist(),
-        data.class_names,
-        run / rundir.PREDICTIONS_PLOT,
-    )
+        plot_history(
+            trainer.history,
+            run / rundir.HISTORY_PLOT,
+            steps=trainer.steps,
+            metric=trainer.task.history_metric(),
+            loss_label=_loss_label(trainer.task),
+        )
     return metrics
 
 
-def print_class_table(class_names: tuple[str, ...] | list[str], accuracy: list[float]) -> None:
-    width = max(len(n) for n in class_names)
-    print(f"  {'class':<{width}}  accuracy")
-    for name, acc in zip(class_names, accuracy, strict=True):
-        print(f"  {name:<{width}}  {acc:7.2%}")
-
-
-def add_training_arguments(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``cnnkit train`` and ``cnnkit demo``."""
-    from cnnkit.train import OPTIMIZERS, SCHEDULES
-
-    p.add_argument("--batch-size", default="128", help="an integer, or 'auto' (largest that fits)")
-    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adamw")
-    p.add_argument(
-        "--lr", type=float, default=None, help="peak learning rate (default: per optimizer)"
-    )
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--schedule", choices=list(SCHEDULES), default="onecycle")
-    p.add_argument("--label-smoothing", type=float, default=0.0)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
-    p.add_argument(
-        "--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, mps"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--flip", action="store_true", help="augment with random horizontal flips")
-    p.add_argument("--patience", type=int, default=None, help="early stopping on val_loss")
-    p.add_argument("--train-limit", type=int, default=None, help="train on the first N images only")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+def _loss_label(task: Task) -> str:
+    smoothing = task.options().get("label_smoothing")
+    return f"train_loss (label smoothing {smoothing:g})" if smoothing else "train_loss"

@@ -6,7 +6,6 @@ import argparse
 import time
 
 from cnnkit.cli._common import add_training_arguments
-from cnnkit.cli.train import train_run
 
 # The demo's budget: one epoch of the notes' CNN over the 55,000 training images, 1cycle AdamW.
 # Measured on 2 AMD EPYC cores, one epoch each (test accuracy, training minutes):
@@ -23,19 +22,21 @@ DEMO_LABEL_SMOOTHING = 0.1
 DEMO_MODEL_OPTIONS = ["dropout=0.0"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train the notes' CNN on Fashion-MNIST for a short budget")
-    p.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
-    p.add_argument("--out", default=None, help="run directory (default: runs/demo-DATE-TIME)")
-    p.add_argument("--data-root", default=None)
-    add_training_arguments(p)
+def register(p: argparse.ArgumentParser) -> None:
+    add_training_arguments(p, model_required=False)
     p.set_defaults(
-        func=run, lr=DEMO_LR, batch_size=DEMO_BATCH_SIZE, label_smoothing=DEMO_LABEL_SMOOTHING
+        func=run,
+        epochs=DEMO_EPOCHS,
+        lr=DEMO_LR,
+        batch_size=DEMO_BATCH_SIZE,
+        label_smoothing=DEMO_LABEL_SMOOTHING,
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    args.model, args.data, args.model_option = "fashion_cnn", "fashion-mnist", DEMO_MODEL_OPTIONS
+    from cnnkit.cli.train import train_run
+
+    args.model, args.data = "fashion_cnn", "fashion-mnist"
+    args.model_option = [*DEMO_MODEL_OPTIONS, *args.model_option]
     args.out = args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S")
-    args.resume = args.overwrite = False
     return train_run(args, extra_config={"demo": True})

@@ -1,29 +1,34 @@
-"""``cnnkit evaluate RUN``: test loss, accuracy and a per-class table for a trained run."""
+"""``cnnkit evaluate RUN``: the run's task report (for classification: loss, accuracy and a per-class
+table) on the test split of the data the run was trained on, preprocessed as it was."""
 
 from __future__ import annotations
 
 import argparse
 
-from cnnkit.cli._common import load_run, print_class_table, test_report
-from cnnkit.data import load_dataset
-from cnnkit.train import Trainer, rundir
+BEST, LAST = "best.safetensors", "last.safetensors"  # cnnkit.train.rundir's names (a test checks)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a run's best weights on the test set")
-    p.add_argument("run", help="run directory written by `cnnkit train`")
-    p.add_argument("--checkpoint", choices=[rundir.BEST, rundir.LAST], default=rundir.BEST)
+def register(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory written by `cnnkit train` or `cnnkit finetune`")
+    p.add_argument("--checkpoint", choices=[BEST, LAST], default=BEST)
     p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--workers", type=int, default=2, help="DataLoader processes for image files")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    _, config, model = load_run(args.run, args.checkpoint)
-    spec = config.get("data", {})
-    data = load_dataset(spec.get("name", "fashion-mnist"), spec.get("root"))
-    trainer = Trainer(model, device=args.device, progress=False)
-    metrics, _, _ = test_report(trainer, data)
-    print(f"{args.run} ({args.checkpoint}) on {data.name} test set, {len(data.test[1])} images")
-    print(f"  loss      {metrics['test_loss']:.4f}\n  accuracy  {metrics['test_accuracy']:.2%}\n")
-    print_class_table(data.class_names, list(metrics["per_class_accuracy"].values()))
+    from cnnkit.cli._common import load_run
+    from cnnkit.data.datasets import load_data_from_meta
+    from cnnkit.train import Trainer
+
+    _, _, model, task, meta = load_run(args.run, args.checkpoint)
+    data = load_data_from_meta(meta, workers=args.workers)
+    trainer = Trainer(model, task=task, device=args.device, progress=False)
+    test = data.batches("test", args.batch_size, device=trainer.device, workers=args.workers)
+    metrics = task.report(trainer, test, meta, None)
+    print(
+        f"{args.run} ({args.checkpoint}) on the {meta.name} test split, {len(data.test[1])} images"
+    )
+    task.print_report(metrics, meta)
     return 0

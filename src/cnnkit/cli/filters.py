@@ -9,15 +9,11 @@ import numpy as np
 from cnnkit.cli import CLIError
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "filters",
-        help="draw the notes' feature maps: two sample images through 7x7 line filters",
-        description=(
-            "Reproduce the notes' first convolution example: china.jpg and flower.jpg through a "
-            "vertical and a horizontal 7x7 line filter with conv2d(strides=1, padding='SAME'), "
-            "drawn as one PNG."
-        ),
+def register(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Reproduce the notes' first convolution example: china.jpg and flower.jpg through a "
+        "vertical and a horizontal 7x7 line filter with conv2d(strides=1, padding='SAME'), "
+        "drawn as one PNG."
     )
     p.add_argument("--stride", type=int, default=1, help="convolution stride (default 1)")
     p.add_argument("--padding", default="same", type=str.lower, choices=["same", "valid"])

@@ -1,14 +1,16 @@
-"""``cnnkit finetune``: transfer a pretrained model to a folder of your images, in the notes' two phases.
+"""``cnnkit finetune``: transfer a pretrained model to your data, in the notes' two phases.
 
-    cnnkit finetune --model efficientnet_lite0 --data DIR --frozen-epochs 5 --epochs 5 --out runs/NAME
+    cnnkit finetune --model efficientnet_lite0 --data DIR --frozen-epochs 5 --epochs 10
 
-``DIR`` holds one sub-folder per class (or is a .csv/.json list of path,label). The images are split
-75/15/10 (stratified, seeded), decoded once, and served with augmentation. Phase 1 trains a new dense
-head on the frozen base (its BatchNorm layers kept in inference mode); phase 2 unfreezes and continues
-at a tenth of the learning rate with early stopping, the BatchNorm statistics still the pretrained
-ones unless ``--bn-stats``; the model keeps the best validation epoch of either phase. The run directory is that of ``cnnkit train``
-(config with the class names, metrics, best/last checkpoints, history plot, test metrics), so
-``cnnkit predict runs/NAME IMAGE`` works on it.
+``--data`` is anything ``cnnkit train`` takes: a folder with one sub-folder per class, a .csv/.json
+list of path,label (split 75/15/10, stratified and seeded, decoded once, served with augmentation),
+or ``fashion-mnist`` (grey images turned RGB and resized on each batch). The options are
+``cnnkit train``'s, plus the phases: ``--epochs`` counts every epoch, as in ``train``; the first
+``--frozen-epochs`` train a new dense head on the frozen base (its BatchNorm layers kept in inference
+mode), the rest unfreeze and continue at ``--lr × --lr-factor`` with early stopping (``--patience``),
+the BatchNorm statistics still the pretrained ones unless ``--bn-stats``; the model keeps the best
+validation epoch of either phase. The run directory is ``cnnkit train``'s, so ``--resume`` (in either
+phase), ``cnnkit evaluate`` and ``cnnkit predict`` work on it.
 """
 
 from __future__ import annotations
@@ -16,42 +18,20 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
-from torch import nn
-
 from cnnkit.cli import CLIError
-from cnnkit.data.folder import load_image_folder
-from cnnkit.models import model_info
-from cnnkit.pretrained import list_weights, load
-from cnnkit.train import RunDir, Trainer, rundir
-from cnnkit.train.checkpoint import load_checkpoint
-from cnnkit.train.distributed import is_main_process
-from cnnkit.train.freeze import fine_tune
-
-TEST_METRICS = "test_metrics.json"
+from cnnkit.cli._common import add_training_arguments, default_run_dir, task_from_args
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("finetune", help="fine-tune a pretrained model on a folder of images")
-    p.add_argument("--model", required=True, choices=list_weights(), help="pretrained model")
+def register(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="a pretrained model, e.g. efficientnet_lite0")
+    add_training_arguments(p, model_required=False)
     p.add_argument("--weights", default=None, help="checkpoint file (default: the registered one)")
-    p.add_argument(
-        "--data", required=True, help="folder of class sub-folders, or a .csv/.json list"
-    )
-    p.add_argument("--out", required=True, help="run directory to write, e.g. runs/flowers")
-    p.add_argument("--frozen-epochs", type=int, default=5, help="phase 1: head only")
-    p.add_argument("--epochs", type=int, default=5, help="phase 2: the whole network")
-    p.add_argument("--lr", type=float, default=1e-3, help="phase 1 peak learning rate")
+    p.add_argument("--frozen-epochs", type=int, default=5, help="phase 1: the head alone")
     p.add_argument(
         "--lr-factor", type=float, default=0.1, help="phase 2 learning rate = lr * lr-factor"
     )
-    p.add_argument("--patience", type=int, default=3, help="phase 2 early stopping (epochs)")
-    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
-        "--image-size", type=int, default=None, help="input side (default: the weights')"
-    )
-    p.add_argument(
-        "--split", default="0.75,0.15,0.10", help="train,valid,test fractions (the notes')"
+        "--split", default="0.75,0.15,0.10", help="image files: train,valid,test fractions"
     )
     p.add_argument("--no-augment", action="store_true", help="no crop/flip/colour augmentation")
     p.add_argument(
@@ -65,15 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="phase 2 re-estimates the BatchNorm statistics (default: keep the pretrained ones)",
     )
-    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes")
-    p.add_argument("--optimizer", default="adamw")
-    p.add_argument("--schedule", default="onecycle")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, lr=1e-3, batch_size="32", patience=3, epochs=10)
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
@@ -97,106 +69,125 @@ def _pair(text: str) -> tuple[float, float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+    from torch import nn
+
+    from cnnkit.cli.train import make_trainer, report, run_config
+    from cnnkit.data.datasets import Augment, load_data
+    from cnnkit.models import model_info
+    from cnnkit.pretrained import list_weights, load
+    from cnnkit.train import seed_everything
+    from cnnkit.train.distributed import is_main_process
+    from cnnkit.train.freeze import fine_tune
+
+    if args.model not in list_weights():
+        raise CLIError(
+            f"--model: no pretrained weights for {args.model!r}; choose one of {list_weights()}"
+        )
+    if not 0 <= args.frozen_epochs <= args.epochs:
+        raise CLIError(
+            f"--frozen-epochs: expected 0 to --epochs ({args.epochs}), got {args.frozen_epochs}"
+        )
+    if args.batch_size == "auto":
+        raise CLIError("--batch-size auto: not available for finetune; give an integer")
     crop_scale, fractions = _pair(args.crop_scale), _fractions(args.split)
-    torch.manual_seed(args.seed)
+    task = task_from_args(args)
+    args.out = args.out or str(default_run_dir(task.name, args.model))
+    seed_everything(args.seed)
     pretrained = load(args.model, weights=args.weights)
     pre = pretrained.preprocess
-    image_size = args.image_size or pre.size
-    data = load_image_folder(
+    data = load_data(
         args.data,
-        image_size=image_size,
-        crop_pct=pre.crop_pct,
+        root=args.data_root,
+        channels=3,
+        image_size=args.image_size or pre.size,
         mean=pre.mean_01,
         std=pre.std_01,
+        crop_pct=pre.crop_pct,
         fractions=fractions,
         seed=args.seed,
-        batch_size=args.batch_size,
         workers=args.workers,
-        augment=not args.no_augment,
-        crop_scale=crop_scale,
-        jitter=args.jitter,
-    )
-    counts = {name: len(split) for name, split in data.splits.items()}
+    ).limit("train", args.train_limit)
     if is_main_process():  # under torchrun, rank 0 alone speaks
-        print(f"{args.data}: {len(data.classes)} classes, split {counts}")
+        counts = {k: len(v[1]) for k, v in data.splits.items() if v is not None}
+        print(f"{data.name}: {len(data.class_names)} classes, split {counts} -> {args.out}")
 
     # The new head: the base's global average pooling feeds a fresh dense layer.
     model = pretrained.model
     classifier = model_info(args.model).classifier
     old = model.get_submodule(classifier)
-    model.set_submodule(classifier, nn.Linear(old.in_features, len(data.classes)))
+    model.set_submodule(classifier, nn.Linear(old.in_features, len(data.class_names)))
+    model_spec = {
+        "name": args.model,
+        "num_classes": len(data.class_names),
+        "in_channels": 3,
+        "options": {},
+    }
     config = {
-        "model": {
-            "name": args.model,
-            "num_classes": len(data.classes),
-            "in_channels": 3,
-            "options": {},
-        },
-        "data": {
-            "source": str(args.data),
-            "input_size": [3, image_size, image_size],
-            "class_names": list(data.classes),
-            "mean": list(pre.mean_01),
-            "std": list(pre.std_01),
-            "crop_pct": pre.crop_pct,
-            "split": counts,
-        },
+        **run_config(args, model_spec, data),
         "finetune": {
             "weights": pretrained.weights.name if pretrained.weights else None,
             "frozen_epochs": args.frozen_epochs,
-            "epochs": args.epochs,
-            "lr": args.lr,
             "lr_factor": args.lr_factor,
-            "patience": args.patience,
             "augment": not args.no_augment,
             "crop_scale": list(crop_scale),
             "jitter": args.jitter,
             "bn_stats": args.bn_stats,
         },
     }
-    start = time.perf_counter()
-    history = fine_tune(
-        model,
-        data.train,
-        data.valid,
-        classifier=classifier,
-        frozen_epochs=args.frozen_epochs,
-        epochs=args.epochs,
-        lr=args.lr,
-        lr_factor=args.lr_factor,
-        patience=args.patience,
-        bn_stats=args.bn_stats,
-        out_dir=args.out,
-        overwrite=args.overwrite,
-        optimizer=args.optimizer,
-        schedule=args.schedule,
-        device=args.device,
-        precision=args.precision,
-        seed=args.seed,
-        config=config,
-        progress=not args.no_progress,
+    batch_size = int(args.batch_size)
+    augment = (
+        Augment(flip=True, crop_scale=crop_scale, jitter=args.jitter)
+        if not args.no_augment
+        else Augment(flip=args.flip)
     )
-    seconds = time.perf_counter() - start
+    device = torch.device("cpu")  # the loaders' device; the trainer moves batches to its own
+    train = data.batches(
+        "train", batch_size, shuffle=True, seed=args.seed, augment=augment, workers=args.workers,
+        device=device,
+    )  # fmt: skip
+    valid = None
+    if data.splits.get("valid") is not None:
+        valid = data.batches("valid", batch_size, workers=args.workers, device=device)
+    start = time.perf_counter()
+    trainer_options = {
+        "task": task,
+        "optimizer": args.optimizer,
+        "weight_decay": args.weight_decay,
+        "schedule": args.schedule,
+        "device": args.device,
+        "precision": args.precision,
+        "seed": args.seed,
+        "config": config,
+        "progress": not args.no_progress,
+    }
+    try:
+        fine_tune(
+            model,
+            train,
+            valid,
+            classifier=classifier,
+            frozen_epochs=args.frozen_epochs,
+            epochs=args.epochs,
+            lr=args.lr,
+            lr_factor=args.lr_factor,
+            patience=args.patience,
+            bn_stats=args.bn_stats,
+            out_dir=args.out,
+            overwrite=args.overwrite,
+            resume=args.resume,
+            **trainer_options,
+        )
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: checkpoint saved in {args.out}; continue with --resume")
+        return 130
     if not is_main_process():
         return 0  # rank 0 tests the best weights and writes the report
-    for row in history:
-        val = f"  val_accuracy {row['val_accuracy']:.4f}" if "val_accuracy" in row else ""
-        print(f"phase {row['phase']} epoch {row['epoch']}: accuracy {row['accuracy']:.4f}{val}")
-    run_dir = RunDir(args.out)
-    if (run_dir / rundir.BEST).is_file():
-        load_checkpoint(run_dir / rundir.BEST, model)
-    result = {"train_seconds": seconds}
-    if data.test is not None:
-        metrics = Trainer(model, device=args.device, progress=False).evaluate(data.test)
-        result.update({f"test_{k}": v for k, v in metrics.items()})
-        print(f"test accuracy {metrics['accuracy']:.4f} on {counts['test']} images")
-    run_dir.write_json(TEST_METRICS, result)
-    _plot(history, run_dir)
-    print(f"run written to {args.out}; try: cnnkit predict {args.out} IMAGE")
+    # The report reloads best.safetensors into a trainer over the fine-tuned model.
+    from cnnkit.train import RunDir
+
+    trainer = make_trainer(args, model, task, config)
+    trainer.history = RunDir(args.out).read_metrics()
+    trainer.steps = RunDir(args.out).read_steps()
+    report(args, trainer, data, (time.perf_counter() - start) / 60)
     return 0
-
-
-def _plot(history: list[dict], run_dir: RunDir) -> None:
-    from cnnkit.viz.training import plot_history  # matplotlib is slow to import; only here
-
-    plot_history(history, run_dir / rundir.HISTORY_PLOT)

@@ -9,8 +9,7 @@ import torch
 from cnnkit.models import create_model, list_models, model_info
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list the registered models")
+def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
     p.set_defaults(func=run)
 

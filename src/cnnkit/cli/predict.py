@@ -1,4 +1,6 @@
-"""``cnnkit predict RUN IMAGE...``: classify image files with a trained run and print the top-k.
+"""``cnnkit predict RUN IMAGE...``: predict image files with a trained run (for classification the
+top-k classes). Each image is preprocessed as the run's validation images were (``DataMeta.preprocess``:
+stretched to the input size for Fashion-MNIST, resized and centre-cropped for image-file datasets).
 
 ``cnnkit predict --model efficientnet_lite0 IMAGE... --top 3 [--crop center|pad|stretch]`` uses a
 pretrained ImageNet model instead and prints the notes' table (``n03877845 - palace  42.87%``).
@@ -7,6 +9,7 @@ pretrained ImageNet model instead and prints the notes' table (``n03877845 - pal
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -14,12 +17,11 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from cnnkit.cli import CLIError
-from cnnkit.cli._common import load_run
-from cnnkit.train import rundir
+
+BEST, LAST = "best.safetensors", "last.safetensors"  # cnnkit.train.rundir's names (a test checks)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="classify image files with a trained run")
+def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="run directory written by `cnnkit train` (an image with --model)")
     p.add_argument("images", nargs="*", help="PNG/JPEG/GIF/WebP files, any size and colour mode")
     p.add_argument("--top", type=int, default=3, help="how many classes to print per image")
@@ -28,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="invert intensities (Fashion-MNIST items are light on a black background)",
     )
-    p.add_argument("--checkpoint", choices=[rundir.BEST, rundir.LAST], default=rundir.BEST)
+    p.add_argument("--checkpoint", choices=[BEST, LAST], default=BEST)
     p.add_argument(
         "--model", default=None, help="a pretrained ImageNet model (e.g. efficientnet_lite0)"
     )
@@ -61,16 +63,6 @@ def read_image(path: str | Path, channels: int) -> torch.Tensor:
     return TF.pil_to_tensor(image)
 
 
-def prepare(
-    image: torch.Tensor, size: tuple[int, int], mean: list[float], std: list[float], invert: bool
-) -> torch.Tensor:
-    """uint8 (C, H, W) → the normalized float (C, h, w) a run's model was trained on."""
-    if invert:
-        image = 255 - image
-    image = TF.resize(image, list(size), antialias=True)
-    return TF.normalize(image.float() / 255, mean, std)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise CLIError(f"--top: expected a positive integer, got {args.top}")
@@ -78,26 +70,25 @@ def run(args: argparse.Namespace) -> int:
         return run_pretrained(args, [args.run, *args.images])
     if not args.images:
         raise CLIError("expected at least one image after the run directory")
-    _, config, model = load_run(args.run, args.checkpoint)
-    data = config["data"]
-    channels, height, width = data["input_size"]
-    names = data["class_names"]
+    from cnnkit.cli._common import load_run
+
+    _, _, model, task, meta = load_run(args.run, args.checkpoint)
     failures = 0
     for path in args.images:
         try:
-            x = prepare(
-                read_image(path, channels), (height, width), data["mean"], data["std"], args.invert
-            )
+            image = read_image(path, meta.channels)
+            x = meta.preprocess(
+                255 - image if args.invert else image
+            )  # the run's own preprocessing
         except (FileNotFoundError, ValueError) as exc:
-            print(f"error: {exc}")
+            print(f"error: {exc}", file=sys.stderr)
             failures += 1
             continue
         with torch.no_grad():
-            probs = model(x.unsqueeze(0)).softmax(1)[0]
-        top = probs.topk(min(args.top, len(names)))
+            decoded = task.decode(model(x.unsqueeze(0)))[0]
         print(path)
-        for p, index in zip(top.values.tolist(), top.indices.tolist(), strict=True):
-            print(f"  {names[index]:<14s} {p:7.2%}")
+        for line in task.format_prediction(decoded, meta.class_names, args.top):
+            print(f"  {line}")
     return 1 if failures else 0
 
 

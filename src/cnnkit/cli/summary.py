@@ -20,10 +20,7 @@ from cnnkit.models import create_model, list_models, model_info
 PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "summary", help="per-layer table: shapes, parameters, FLOPs and the memory of a step"
-    )
+def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help=f"a registered model: {', '.join(list_models())}")
     p.add_argument("--input", help="C,H,W of one image (default: the paper's input size)")
     p.add_argument("--num-classes", type=int, help="default: the builder's own default")

@@ -1,42 +1,30 @@
-"""``cnnkit train``: train a registered model on a named dataset into a run directory."""
+"""``cnnkit train``: train a registered model on a dataset, for a task, into a run directory."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from cnnkit import __version__
 from cnnkit.cli import CLIError
-from cnnkit.cli._common import add_training_arguments, finish_run, parse_options, print_class_table
-from cnnkit.data import DATASETS, TensorBatches, load_dataset
-from cnnkit.device import pick_device
-from cnnkit.models import create_model, list_models
-from cnnkit.train import (
-    EarlyStopping,
-    NonFiniteLossError,
-    Trainer,
-    make_optimizer,
-    rundir,
-    seed_everything,
+from cnnkit.cli._common import (
+    add_training_arguments,
+    default_run_dir,
+    finish_run,
+    parse_options,
+    task_from_args,
 )
 
+if TYPE_CHECKING:
+    import torch
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a model on a dataset into a run directory")
-    p.add_argument("--model", required=True, help="a registered model (see `cnnkit models`)")
-    p.add_argument("--data", default="fashion-mnist", help=f"one of: {', '.join(DATASETS)}")
-    p.add_argument("--data-root", default=None, help="folder holding the dataset's files")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--out", required=True, help="run directory, e.g. runs/NAME")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--overwrite", action="store_true", help="replace the run in --out")
-    p.add_argument(
-        "--model-option", action="append", default=[], metavar="KEY=VALUE", help="builder option"
-    )
+    from cnnkit.data.datasets import ImageData
+    from cnnkit.tasks import Task
+    from cnnkit.train import Trainer
+
+
+def register(p: argparse.ArgumentParser) -> None:
     add_training_arguments(p)
     p.set_defaults(func=run)
 
@@ -57,7 +45,9 @@ def resolve_batch_size(
         if size < 1:
             raise CLIError(f"--batch-size: expected a positive integer or 'auto', got {value!r}")
         return size
+    from cnnkit.device import pick_device
     from cnnkit.memory import max_batch_size
+    from cnnkit.train import make_optimizer
 
     target = pick_device(device)
     size = max_batch_size(
@@ -76,69 +66,117 @@ def resolve_batch_size(
     return size
 
 
-def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = None) -> int:
-    if args.model not in list_models():
-        raise CLIError(f"unknown model {args.model!r}; choose one of: {', '.join(list_models())}")
-    if args.epochs < 1:
-        raise CLIError(f"--epochs: expected a positive integer, got {args.epochs}")
-    seed_everything(args.seed)
-    data = load_dataset(args.data, args.data_root)
-    channels = data.input_size[0]
-    options = parse_options(getattr(args, "model_option", []))
-    model = create_model(
-        args.model, num_classes=len(data.class_names), in_channels=channels, **options
-    )
-    batch_size = resolve_batch_size(
-        args.batch_size, model, data.input_size, args.optimizer, args.device
-    )
-    trainer = Trainer(
+def run_config(args: argparse.Namespace, model: dict[str, Any], data: ImageData) -> dict[str, Any]:
+    """What ``config.json`` records besides the trainer's settings and the task."""
+    from cnnkit import __version__
+
+    return {
+        "cnnkit_version": __version__,
+        "command": ["cnnkit", *sys.argv[1:]],
+        "model": model,
+        "data": {
+            **data.meta.to_config(),
+            "train_limit": args.train_limit,
+            "flip": args.flip,
+        },
+    }
+
+
+def make_trainer(
+    args: argparse.Namespace,
+    model: torch.nn.Module,
+    task: Task,
+    config: dict[str, Any],
+    **options: Any,
+) -> Trainer:
+    from cnnkit.train import EarlyStopping, Trainer
+
+    return Trainer(
         model,
+        task=task,
         optimizer=args.optimizer,
         lr=args.lr,
         weight_decay=args.weight_decay,
         schedule=args.schedule,
-        label_smoothing=args.label_smoothing,
         device=args.device,
         precision=args.precision,
         seed=args.seed,
         callbacks=[EarlyStopping(patience=args.patience)] if args.patience else [],
         out_dir=args.out,
         progress=not args.no_progress,
-        config={
-            "cnnkit_version": __version__,
-            "command": ["cnnkit", *sys.argv[1:]],
-            "model": {
-                "name": args.model,
-                "num_classes": len(data.class_names),
-                "in_channels": channels,
-                "options": options,
-            },
-            "data": {
-                "name": data.name,
-                "root": args.data_root,
-                "input_size": list(data.input_size),
-                "mean": list(data.mean),
-                "std": list(data.std),
-                "class_names": list(data.class_names),
-                "train_limit": args.train_limit,
-                "flip": args.flip,
-            },
-            **(extra_config or {}),
-        },
+        config=config,
+        **options,
+    )
+
+
+def report(args: argparse.Namespace, trainer: Trainer, data: ImageData, minutes: float) -> None:
+    """The end of a run, from rank 0: test report, plots, and where the files are."""
+    if trainer.stop_reason:
+        print(trainer.stop_reason)
+    assert trainer.run is not None
+    metrics = finish_run(trainer.run, trainer, data)
+    print(f"\ntrained in {minutes:.1f} min")
+    if metrics:
+        print(f"test set ({data.meta.name}):")
+        trainer.task.print_report(metrics, data.meta)
+    print(
+        f"results in {args.out}/ ({', '.join(sorted(p.name for p in trainer.run.path.iterdir()))})"
+    )
+
+
+def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = None) -> int:
+    from cnnkit.data.datasets import load_data
+    from cnnkit.device import pick_device
+    from cnnkit.models import list_models, model_info
+    from cnnkit.train import NonFiniteLossError, rundir, seed_everything
+
+    if args.model not in list_models():
+        raise CLIError(f"unknown model {args.model!r}; choose one of: {', '.join(list_models())}")
+    pick_device(args.device)  # a bad --device fails before any data loads
+    task = task_from_args(args)
+    args.out = args.out or str(default_run_dir(task.name, args.model))
+    seed_everything(args.seed)
+    data = load_data(
+        args.data,
+        root=args.data_root,
+        image_size=args.image_size,
+        seed=args.seed,
+        workers=args.workers,
+    ).limit("train", args.train_limit)
+    min_size = model_info(args.model).min_size
+    if min(data.input_size[1:]) < min_size:
+        raise CLIError(
+            f"--model {args.model} takes images of at least {min_size}x{min_size}; {data.name} is "
+            f"{data.input_size[1]}x{data.input_size[2]}: pass --image-size {min_size} (or larger)"
+        )
+    options = parse_options(args.model_option)
+    model = task.build_model(args.model, data.meta, **options)
+    batch_size = resolve_batch_size(
+        args.batch_size, model, data.input_size, args.optimizer, args.device
+    )
+    model_spec = {
+        "name": args.model,
+        "num_classes": len(data.class_names),
+        "in_channels": data.input_size[0],
+        "options": options,
+    }
+    trainer = make_trainer(
+        args, model, task, {**run_config(args, model_spec, data), **(extra_config or {})}
     )
     fmt = trainer.precision.memory_format
-    x_train, y_train = data.train
-    if args.train_limit:
-        x_train, y_train = x_train[: args.train_limit], y_train[: args.train_limit]
-    train = TensorBatches(
-        x_train, y_train, batch_size, shuffle=True, seed=args.seed, mean=data.mean, std=data.std,
-        flip=args.flip, device=trainer.device, memory_format=fmt,
+    from cnnkit.data.datasets import Augment
+
+    train = data.batches(
+        "train", batch_size, shuffle=True, seed=args.seed, augment=Augment(flip=args.flip),
+        device=trainer.device, memory_format=fmt, workers=args.workers,
     )  # fmt: skip
-    valid = TensorBatches(*data.valid, 500, mean=data.mean, std=data.std, device=trainer.device)
+    valid = None
+    if data.splits.get("valid") is not None:
+        valid = data.batches("valid", 500, device=trainer.device, workers=args.workers)
     if trainer.dist.is_main:  # under torchrun, rank 0 alone speaks
         print(
-            f"training {args.model} on {data.name}: {len(x_train)} images, batch {batch_size}, "
-            f"{args.epochs} epochs, {trainer.device} {trainer.precision.name}"
+            f"training {args.model} ({task.name}) on {data.name}: {len(data.train[1])} images, "
+            f"batch {batch_size}, {args.epochs} epochs, {trainer.device} {trainer.precision.name}"
             f"{' channels_last' if trainer.precision.channels_last else ''} -> {args.out}"
         )
     start = time.perf_counter()
@@ -149,20 +187,12 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
         return 1
     except KeyboardInterrupt:
         print(
-            f"\ninterrupted: checkpoint saved to {trainer.run / rundir.LAST}; continue with --resume"
+            f"\ninterrupted: checkpoint saved to {args.out}/{rundir.LAST}; continue with --resume"
         )
         return 130
-    minutes = (time.perf_counter() - start) / 60
     if not trainer.dist.is_main:
         return 0  # under torchrun, rank 0 tests the model and writes the report
-    if trainer.stop_reason:
-        print(trainer.stop_reason)
-    metrics = finish_run(trainer.run, trainer, data)
-    print(f"\ntrained in {minutes:.1f} min; test accuracy {metrics['test_accuracy']:.2%}")
-    print_class_table(data.class_names, list(metrics["per_class_accuracy"].values()))
-    print(
-        f"results in {args.out}/ ({', '.join(sorted(p.name for p in trainer.run.path.iterdir()))})"
-    )
+    report(args, trainer, data, (time.perf_counter() - start) / 60)
     return 0
 
 

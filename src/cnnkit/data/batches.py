@@ -15,13 +15,15 @@ import torch
 
 
 class TensorBatches:
-    """Iterate ``(images, labels)`` mini-batches over uint8 images held in memory.
+    """Iterate ``(images, targets)`` mini-batches over uint8 images held in memory.
 
     ``images``: uint8 (N, H, W) or (N, C, H, W); batches come out float32 (B, C, H, W), scaled to
     [0, 1] and normalized with ``mean``/``std`` (one value per channel). With ``shuffle`` the order
     is a permutation drawn from ``seed`` and the epoch number, so a run resumed at epoch k sees the
     same batches as an uninterrupted one. ``flip=True`` mirrors a random half of each batch
-    horizontally (training augmentation).
+    horizontally (training augmentation). ``size`` (H, W) and ``channels`` resize each batch
+    (bilinear, antialiased) and turn grey into RGB when the model sees the images otherwise than they
+    are stored (a pretrained ImageNet model on Fashion-MNIST): the stored tensor stays small.
     """
 
     def __init__(
@@ -37,6 +39,8 @@ class TensorBatches:
         flip: bool = False,
         device: torch.device | str = "cpu",
         memory_format: torch.memory_format = torch.contiguous_format,
+        size: Sequence[int] | None = None,
+        channels: int | None = None,
     ) -> None:
         if images.dtype != torch.uint8:
             raise ValueError(f"images: expected a uint8 tensor, got {images.dtype}")
@@ -50,14 +54,32 @@ class TensorBatches:
             raise ValueError(f"images and labels differ in length: {len(images)} vs {len(labels)}")
         if batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
-        channels = images.shape[1]
+        self.channels = channels or images.shape[1]
+        if self.channels not in (images.shape[1], 3) or images.shape[1] not in (1, self.channels):
+            raise ValueError(
+                f"channels: cannot serve {images.shape[1]}-channel images as {self.channels} channels"
+            )
+        if size is not None and labels.dim() == 3 and tuple(size) != tuple(images.shape[2:]):
+            raise ValueError("size: per-pixel targets cannot be resized with their images here")
+        self.size = (
+            tuple(size) if size is not None and tuple(size) != tuple(images.shape[2:]) else None
+        )
+        channels = self.channels
         if len(mean) not in (1, channels) or len(std) not in (1, channels):
             raise ValueError(
                 f"mean/std: expected 1 or {channels} values, got {len(mean)}/{len(std)}"
             )
         self.device = torch.device(device)
         self.images = images.to(self.device)
-        self.labels = labels.to(self.device, torch.long)
+        # Integer targets (class indices, label maps) become int64 as losses want; float ones
+        # (boxes, images) stay as they are.
+        self.labels = labels.to(self.device)
+        if not labels.is_floating_point():
+            self.labels = self.labels.long()
+        # Per-pixel targets (N, H, W) are flipped with their images.
+        self.pixel_targets = labels.dim() == 3 and tuple(labels.shape[1:]) == tuple(
+            images.shape[2:]
+        )
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -70,18 +92,19 @@ class TensorBatches:
         self._scale = 1.0 / (255.0 * std_t)
         self._shift = -torch.tensor(self.mean, device=self.device).view(1, -1, 1, 1) / std_t
         self.epoch = 0
-        self.rank, self.world_size = 0, 1
+        self.rank, self.world_size, self.drop_last = 0, 1, True
 
-    def shard(self, rank: int, world_size: int) -> TensorBatches:
+    def shard(self, rank: int, world_size: int, drop_last: bool = True) -> TensorBatches:
         """This process's share under DDP: items ``rank``, ``rank + world_size``, … of each epoch's
         order (the same seeded permutation in every process), ``N // world_size`` of them so every
-        process runs the same number of steps. Shares the image tensor; ``self`` is unchanged."""
+        process runs the same number of steps; with ``drop_last=False`` (evaluation) every item
+        once over all processes. Shares the image tensor; ``self`` is unchanged."""
         if not 0 <= rank < world_size:
             raise ValueError(f"shard: expected 0 <= rank < world_size, got {rank} of {world_size}")
         if len(self.images) < world_size:
             raise ValueError(f"shard: {len(self.images)} images cannot feed {world_size} processes")
         part = copy.copy(self)
-        part.rank, part.world_size = rank, world_size
+        part.rank, part.world_size, part.drop_last = rank, world_size, drop_last
         return part
 
     def __len__(self) -> int:
@@ -89,7 +112,9 @@ class TensorBatches:
 
     @property
     def num_samples(self) -> int:
-        return len(self.images) // self.world_size
+        if self.drop_last:
+            return len(self.images) // self.world_size
+        return len(range(self.rank, len(self.images), self.world_size))
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the shuffle of ``epoch`` (the trainer calls this before each epoch)."""
@@ -105,8 +130,16 @@ class TensorBatches:
         order = order.to(self.device)
         for start in range(0, n, self.batch_size):
             index = order[start : start + self.batch_size]
-            x = torch.addcmul(self._shift, self.images[index].float(), self._scale)
+            x = self.images[index].float()
+            if self.size is not None:
+                x = torch.nn.functional.interpolate(x, self.size, mode="bilinear", antialias=True)
+            if x.shape[1] != self.channels:
+                x = x.expand(-1, self.channels, -1, -1)
+            x = torch.addcmul(self._shift, x, self._scale)
+            y = self.labels[index]
             if self.flip:
-                mirror = torch.rand(len(index), generator=generator) < 0.5
-                x = torch.where(mirror.to(self.device).view(-1, 1, 1, 1), x.flip(3), x)
-            yield x.contiguous(memory_format=self.memory_format), self.labels[index]
+                mirror = (torch.rand(len(index), generator=generator) < 0.5).to(self.device)
+                x = torch.where(mirror.view(-1, 1, 1, 1), x.flip(3), x)
+                if self.pixel_targets:
+                    y = torch.where(mirror.view(-1, 1, 1), y.flip(2), y)
+            yield x.contiguous(memory_format=self.memory_format), y

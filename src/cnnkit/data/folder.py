@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
+
+if TYPE_CHECKING:
+    from cnnkit.data.datasets import DataMeta
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 SPLIT_FRACTIONS = (0.75, 0.15, 0.10)  # the notes' train / valid / test
@@ -224,23 +228,27 @@ def train_transform(
     image_size: int,
     mean: Sequence[float],
     std: Sequence[float],
-    scale: tuple[float, float] = (0.5, 1.0),
+    scale: tuple[float, float] | None = (0.5, 1.0),
     jitter: float = 0.2,
+    flip: bool = True,
 ) -> v2.Compose:
-    """Random resized crop, horizontal flip, colour jitter, then scaling and normalization.
+    """Random resized crop (``scale``; ``None``: the centre crop), horizontal flip, colour jitter,
+    then scaling and normalization.
 
     ``scale`` is milder than ImageNet training's (0.08, 1): a short fine-tuning on few images
     should still see most of each object. ``mean``/``std`` are on the 0-1 scale.
     """
-    return v2.Compose(
-        [
-            v2.RandomResizedCrop(image_size, scale=scale, antialias=True),
-            v2.RandomHorizontalFlip(),
-            v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(mean), list(std)),
-        ]
-    )
+    steps: list[Any] = [
+        v2.RandomResizedCrop(image_size, scale=scale, antialias=True)
+        if scale is not None
+        else v2.CenterCrop(image_size)
+    ]
+    if flip:
+        steps.append(v2.RandomHorizontalFlip())
+    if jitter:
+        steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    return v2.Compose(steps)
 
 
 def eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float]) -> v2.Compose:
@@ -259,18 +267,27 @@ def eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float])
 
 @dataclass
 class FolderData:
-    """Train / valid / test loaders over one image collection, and its classes."""
+    """Train / valid / test loaders over one image collection (``ImageData.batches`` of each split),
+    its classes, and the dataset's description ``meta``."""
 
     classes: tuple[str, ...]
     splits: dict[str, ImageList]
     train: DataLoader
     valid: DataLoader | None
     test: DataLoader | None
+    meta: DataMeta
 
 
-def _loader(
-    dataset: ImageDataset, batch_size: int, shuffle: bool, workers: int, prefetch: int, seed: int
+def loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    workers: int,
+    prefetch: int,
+    seed: int,
+    collate: Callable | None = None,
 ) -> DataLoader:
+    """A ``DataLoader`` with ``workers`` prefetching processes and a seeded shuffle."""
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         dataset,
@@ -281,11 +298,12 @@ def _loader(
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
         generator=generator,
+        collate_fn=collate,
     )
 
 
 def load_image_folder(
-    source: str | os.PathLike | ImageList,
+    source: str | os.PathLike,
     image_size: int = 224,
     crop_pct: float = 0.875,
     mean: Sequence[float] = (0.485, 0.456, 0.406),
@@ -299,36 +317,44 @@ def load_image_folder(
     crop_scale: tuple[float, float] = (0.5, 1.0),
     jitter: float = 0.2,
 ) -> FolderData:
-    """Find, split, decode once and serve an image collection.
+    """Find, split, decode once and serve an image collection (:func:`cnnkit.data.load_data` with
+    loaders made).
 
-    ``source``: a folder of class sub-folders, a .csv/.json list, or an ``ImageList``. ``mean``/``std``
-    (0-1 scale) and ``crop_pct`` should be those of the pretrained weights (``Preprocess.mean_01``).
-    With ``augment`` the training images get ``train_transform(crop_scale, jitter)``: (1, 1) and 0
-    leave only the flip.
+    ``source``: a folder of class sub-folders or a .csv/.json list. ``mean``/``std`` (0-1 scale) and
+    ``crop_pct`` should be those of the pretrained weights (``Preprocess.mean_01``). With ``augment``
+    the training images get ``train_transform(crop_scale, jitter)``: (1, 1) and 0 leave only the flip.
     """
-    images = source if isinstance(source, ImageList) else find_images(source)
-    train_idx, valid_idx, test_idx = stratified_split(images.labels, fractions, seed)
+    from cnnkit.data.datasets import Augment, load_data
+
+    data = load_data(
+        source, image_size=image_size, crop_pct=crop_pct, mean=mean, std=std,
+        fractions=fractions, seed=seed, workers=workers,
+    )  # fmt: skip
+    images = find_images(source)
+    indices = stratified_split(images.labels, fractions, seed)
     splits = {
-        "train": images.subset(train_idx),
-        "valid": images.subset(valid_idx),
-        "test": images.subset(test_idx),
+        name: images.subset(i) for name, i in zip(("train", "valid", "test"), indices, strict=True)
     }
-    shorter_side = round(image_size / crop_pct)
-    pixels = decode_images(images.paths, shorter_side, threads=max(1, workers))
-    plain = eval_transform(image_size, mean, std)
-    augmented = train_transform(image_size, mean, std, crop_scale, jitter) if augment else plain
+    plain = Augment()
+    augmented = Augment(flip=True, crop_scale=crop_scale, jitter=jitter) if augment else plain
 
-    def make(indices: np.ndarray, transform: Callable, shuffle: bool) -> DataLoader | None:
-        if len(indices) == 0:
+    def make(split: str, shuffle: bool, how: Augment) -> DataLoader | None:
+        if data.splits.get(split) is None:
             return None
-        dataset = ImageDataset(
-            [pixels[i] for i in indices], [images.labels[i] for i in indices], transform
+        made = data.batches(
+            split, batch_size, shuffle=shuffle, seed=seed, augment=how, workers=workers
         )
-        return _loader(dataset, batch_size, shuffle, workers, prefetch, seed)
+        if prefetch != 2 and workers > 0:
+            made = loader(made.dataset, batch_size, shuffle, workers, prefetch, seed)
+        return made
 
-    train = make(train_idx, augmented, shuffle=True)
-    if train is None:
-        raise ValueError(f"{source}: the training split is empty (fractions={tuple(fractions)})")
+    train = make("train", True, augmented)
+    assert train is not None  # load_data refuses an empty training split
     return FolderData(
-        images.classes, splits, train, make(valid_idx, plain, False), make(test_idx, plain, False)
+        images.classes,
+        splits,
+        train,
+        make("valid", False, plain),
+        make("test", False, plain),
+        data.meta,
     )

@@ -204,7 +204,11 @@ class LeNet5(nn.Module):
         return self.fc(self.squash(self.f6(self.forward_features(x).mean(dim=(2, 3)))))
 
     def criterion(
-        self, scores: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0
+        self,
+        scores: torch.Tensor,
+        target: torch.Tensor,
+        label_smoothing: float = 0.0,
+        reduction: str = "mean",
     ) -> torch.Tensor:
         """The training loss (the ``Trainer`` uses it): for the RBF head the paper's MAP criterion
         (eq. 9), E = y_c + log(e^-j + Σ_i e^-y_i) with y the RBF distances and c the target class.
@@ -218,10 +222,15 @@ class LeNet5(nn.Module):
         The dense head uses plain cross-entropy.
         """
         if self.head != "rbf" or self.num_classes == 0:
-            return F.cross_entropy(scores, target, label_smoothing=label_smoothing)
+            return F.cross_entropy(
+                scores, target, label_smoothing=label_smoothing, reduction=reduction
+            )
         rubbish = scores.new_full((scores.shape[0], 1), -self.rbf_j)
         return F.cross_entropy(
-            torch.cat([scores, rubbish], dim=1), target, label_smoothing=label_smoothing
+            torch.cat([scores, rubbish], dim=1),
+            target,
+            label_smoothing=label_smoothing,
+            reduction=reduction,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:

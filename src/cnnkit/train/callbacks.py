@@ -45,29 +45,71 @@ def _mode_for(monitor: str) -> str:
     return "min" if monitor.endswith("loss") else "max"
 
 
-class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+class _Monitoring(Callback):
+    """A callback that watches one metric: ``monitor`` ``None`` means the task's (``trainer.task.
+    monitor``, with its direction ``monitor_mode``), resolved when training begins."""
+
+    def __init__(self, monitor: str | None) -> None:
+        self.monitor = monitor
+        self.mode = _mode_for(monitor) if monitor is not None else "max"
+        self.best = -math.inf
+        self.best_loss = math.inf
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        if self.monitor is None:
+            self.monitor, self.mode = trainer.task.monitor, trainer.task.monitor_mode
+        if self.best in (math.inf, -math.inf):
+            self.best = math.inf if self.mode == "min" else -math.inf
+
+    def improves(self, logs: Logs) -> bool:
+        """Whether ``logs`` beats the best so far; a tie on a metric other than the loss is broken
+        by a lower ``val_loss`` (on a small validation set accuracy ties often)."""
+        value = self.value(logs)
+        if value is None or math.isnan(value):
+            return False
+        if _is_better(self.mode, value, self.best):
+            return True
+        loss = logs.get("val_loss")
+        return (
+            value == self.best
+            and self.monitor != "val_loss"
+            and loss is not None
+            and loss < self.best_loss
+        )
+
+    def remember(self, logs: Logs) -> None:
+        self.best = self.value(logs)  # type: ignore[assignment]
+        self.best_loss = logs.get("val_loss", math.inf)
+
+    def value(self, logs: Logs) -> float | None:
+        """The watched value in an epoch's row (the training metric when there is no validation)."""
+        assert self.monitor is not None
+        return logs.get(self.monitor, logs.get(self.monitor.removeprefix("val_")))
+
+
+class EarlyStopping(_Monitoring):
+    """Stop when ``monitor`` (default: the task's) has not improved by ``min_delta`` for
+    ``patience`` epochs.
 
     With ``restore_best`` the model gets back the weights of its best epoch when training stops.
     """
 
     def __init__(
         self,
-        monitor: str = "val_loss",
+        monitor: str | None = None,
         patience: int = 3,
         min_delta: float = 0.0,
         restore_best: bool = True,
     ) -> None:
-        self.monitor = monitor
+        super().__init__(monitor)
         self.patience = patience
         self.min_delta = min_delta
         self.restore_best = restore_best
-        self.mode = _mode_for(monitor)
-        self.best = math.inf if self.mode == "min" else -math.inf
         self.best_state: dict[str, Any] | None = None
         self.wait = 0
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: Logs) -> None:
+        assert self.monitor is not None
         value = logs.get(self.monitor)
         if value is None:
             raise KeyError(
@@ -92,17 +134,21 @@ class EarlyStopping(Callback):
             trainer.model.load_state_dict(self.best_state)
 
 
-class BestCheckpoint(Callback):
-    """Save ``best.safetensors`` whenever ``monitor`` improves (``val_accuracy`` by default)."""
+class BestCheckpoint(_Monitoring):
+    """Save ``best.safetensors`` whenever ``monitor`` (default: the task's) improves. The epochs
+    the trainer already has (a resumed run, fine-tuning's first phase) set the score to beat."""
 
-    def __init__(self, path: str, monitor: str = "val_accuracy") -> None:
+    def __init__(self, path: str, monitor: str | None = None) -> None:
+        super().__init__(monitor)
         self.path = path
-        self.monitor = monitor
-        self.mode = _mode_for(monitor)
-        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        super().on_train_begin(trainer)
+        for row in trainer.history:
+            if self.improves(row):
+                self.remember(row)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: Logs) -> None:
-        value = logs.get(self.monitor, logs.get(self.monitor.removeprefix("val_")))
-        if value is not None and _is_better(self.mode, value, self.best):
-            self.best = value
+        if self.improves(logs):
+            self.remember(logs)
             trainer.save_checkpoint(self.path, epoch=epoch + 1)

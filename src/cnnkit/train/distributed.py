@@ -16,8 +16,9 @@
   the same way (``shard_loader``);
 - sums the training loss, correct count and image count across processes before logging, so every
   process reports (and checks for NaN) the same numbers;
-- evaluates the whole validation set in every process (identical weights → identical metrics, so
-  early stopping decides the same everywhere), and writes the run directory from rank 0 only.
+- evaluates its share of the validation set (every item exactly once over all processes) and sums the
+  task's metric state (``Reduce``), so every process sees the same metrics and early stopping decides
+  the same everywhere; writes the run directory from rank 0 only.
 
 ``--batch-size`` is per process, as in PyTorch; the learning rate is not rescaled.
 """
@@ -25,6 +26,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -84,6 +86,43 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
         tensor = tensor.clone()
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+Reduce = Callable[[torch.Tensor], torch.Tensor]
+
+
+def reducer(info: DistInfo) -> Reduce:
+    """A function summing a tensor over every process (the identity when running alone)."""
+    return lambda tensor: all_reduce_sum(tensor, info)
+
+
+class _Strided(torch.utils.data.Sampler[int]):
+    """Items ``rank``, ``rank + world_size``, … in order: an evaluation shard without padding."""
+
+    def __init__(self, length: int, rank: int, world_size: int) -> None:
+        self.indices = range(rank, length, world_size)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def shard_eval_loader(loader: DataLoader, info: DistInfo) -> DataLoader:
+    """This process's share of an evaluation loader: every item exactly once over all processes
+    (``DistributedSampler`` would repeat items to even the shares, and count them twice)."""
+    if loader.batch_size is None or isinstance(loader.dataset, torch.utils.data.IterableDataset):
+        return loader  # cannot be split: every process evaluates all of it
+    sampler = _Strided(len(loader.dataset), info.rank, info.world_size)  # type: ignore[arg-type]
+    return DataLoader(
+        loader.dataset,
+        batch_size=loader.batch_size,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+    )
 
 
 def shard_loader(loader: DataLoader, info: DistInfo, seed: int = 0) -> DataLoader:

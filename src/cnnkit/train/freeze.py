@@ -13,7 +13,7 @@ mode (a forward pre-hook resets ``training`` before every call, whatever ``model
 
 from __future__ import annotations
 
-import math
+import json
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -21,8 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnkit.train.callbacks import Callback
-from cnnkit.train.distributed import is_main_process
+from cnnkit.train.callbacks import Callback, _Monitoring
 
 _PIN_ATTR = "_cnnkit_frozen_bn_hook"
 
@@ -93,19 +92,27 @@ def trainable_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-class _BestWeights(Callback):
-    """Callback keeping a copy of the weights at the best ``val_accuracy`` seen, across ``fit`` calls
-    (``EarlyStopping`` and ``BestCheckpoint`` start afresh with each ``fit``: each phase is one)."""
+class _BestWeights(_Monitoring):
+    """Callback keeping a copy of the weights at the best value of the task's monitored metric,
+    across ``fit`` calls (each phase of ``fine_tune`` is one), ties broken as ``BestCheckpoint``
+    breaks them."""
 
     def __init__(self) -> None:
-        self.best = -math.inf
+        super().__init__(None)
         self.state: dict[str, torch.Tensor] | None = None
-        self.epoch = 0  # the best epoch's number within its phase, and that phase
-        self.phase = self.best_phase = 0  # fine_tune sets phase before each fit
+        self.seen = False
+
+    def on_train_begin(self, trainer: Any) -> None:
+        super().on_train_begin(trainer)
+        if not self.seen:  # a resumed run: the epochs before the resume set the score to beat
+            self.seen = True
+            for row in trainer.history:
+                if self.improves(row):
+                    self.remember(row)
 
     def on_epoch_end(self, trainer: Any, epoch: int, logs: dict[str, Any]) -> None:
-        if logs.get("val_accuracy", -math.inf) > self.best:
-            self.best, self.epoch, self.best_phase = logs["val_accuracy"], epoch + 1, self.phase
+        if self.improves(logs):
+            self.remember(logs)
             self.state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
 
@@ -116,66 +123,102 @@ def fine_tune(
     *,
     classifier: str = "fc",
     frozen_epochs: int = 5,
-    epochs: int = 5,
+    epochs: int = 10,
     lr: float = 1e-3,
     lr_factor: float = 0.1,
     patience: int | None = 3,
     bn_stats: bool = False,
     out_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     **trainer_options: Any,
 ) -> list[dict[str, Any]]:
     """The notes' two phases with the ``Trainer``: train the head on a frozen base, then everything.
 
-    Phase 1 (``frozen_epochs``): ``freeze(model, until=classifier)`` and train at ``lr``. Phase 2
-    (``epochs``): ``unfreeze(model, bn_stats=bn_stats)`` and continue at ``lr * lr_factor`` (the notes
-    drop 0.2 to 0.01; Keras' guide uses 1/10 and lower), with early stopping on ``val_accuracy`` after
+    ``epochs`` counts every epoch, as ``cnnkit train``'s does: phase 1 is the first
+    ``frozen_epochs``: ``freeze(model, until=classifier)`` and train at ``lr``; phase 2 the rest:
+    ``unfreeze(model, bn_stats=bn_stats)`` and continue at ``lr * lr_factor`` (the notes drop 0.2 to
+    0.01; Keras' guide uses 1/10 and lower), with early stopping on the task's monitored metric after
     ``patience`` epochs without improvement. Each phase has its own learning-rate schedule. With
     ``valid`` the model ends with the weights of the best validation epoch of *either* phase (phase 2
     can lose accuracy when the base is far from the new data). With ``out_dir`` the run directory holds
-    that best checkpoint, the last one, and both phases' metrics, each row tagged with its ``phase``.
-    Returns that combined history.
+    that best checkpoint, the last one, and both phases' metrics, each row tagged with its ``phase``;
+    ``resume=True`` continues an interrupted run in whichever phase it stopped. Returns the history.
     """
     from cnnkit.train.callbacks import EarlyStopping
-    from cnnkit.train.rundir import BEST, RunDir
+    from cnnkit.train.checkpoint import load_checkpoint, read_checkpoint
+    from cnnkit.train.rundir import BEST, LAST, RunDir
     from cnnkit.train.trainer import Trainer
 
+    if not 0 <= frozen_epochs <= epochs or epochs < 1:
+        raise ValueError(
+            f"fine_tune: expected 0 <= frozen_epochs <= epochs and epochs >= 1, got "
+            f"frozen_epochs={frozen_epochs}, epochs={epochs}"
+        )
     user_callbacks = list(trainer_options.pop("callbacks", ()))
     best = _BestWeights()
-    tracking = [best] if valid is not None else []
+    tracking: list[Callback] = [best] if valid is not None else []
+    run = RunDir(out_dir) if out_dir is not None else None
+    done, resumed_phase = 0, 1
+    if resume and run is not None and (run / LAST).is_file():
+        _, metadata = read_checkpoint(run / LAST)
+        done = int(metadata.get("epoch", 0))
+        start = json.loads(metadata.get("extra", "{}")).get("start_epoch", 0)
+        resumed_phase = 2 if frozen_epochs == 0 or start == frozen_epochs else 1
     history: list[dict[str, Any]] = []
-    head: Trainer | None = None
-    if frozen_epochs > 0:
+    if frozen_epochs > 0 and resumed_phase == 1 and done < frozen_epochs:
         freeze(model, until=classifier)
-        best.phase = 1
         head = Trainer(
-            model, lr=lr, out_dir=out_dir, callbacks=user_callbacks + tracking, **trainer_options
+            model,
+            lr=lr,
+            out_dir=out_dir,
+            callbacks=user_callbacks + tracking,
+            log_extra={"phase": 1},
+            **trainer_options,
         )
-        history += [
-            dict(row, phase=1)
-            for row in head.fit(train, valid, epochs=frozen_epochs, overwrite=overwrite)
-        ]
+        history = head.fit(
+            train,
+            valid,
+            epochs=frozen_epochs,
+            overwrite=overwrite or (resume and done == 0),
+            resume=resume and done > 0,
+        )
+        done = head.epoch
+    elif run is not None and resumed_phase == 1:
+        # Phase 1 had finished: phase 2 starts from its last weights (its optimizer state
+        # covers the head alone, so it is not carried over).
+        load_checkpoint(run / LAST, model)
+        history = run.read_metrics()[:done]
     unfreeze(model, bn_stats=bn_stats)
-    if epochs > 0:
+    if epochs > frozen_epochs:
         callbacks = user_callbacks + tracking
         if valid is not None and patience is not None:
-            callbacks.append(EarlyStopping("val_accuracy", patience=patience, restore_best=False))
+            callbacks.append(EarlyStopping(patience=patience, restore_best=False))
         whole = Trainer(
-            model, lr=lr * lr_factor, callbacks=callbacks, out_dir=out_dir, **trainer_options
+            model,
+            lr=lr * lr_factor,
+            callbacks=callbacks,
+            out_dir=out_dir,
+            log_extra={"phase": 2},
+            **trainer_options,
         )
-        done = len(history)
-        best.phase = 2
-        # The first phase already created the run directory; the second writes over its checkpoints.
-        rows = whole.fit(train, valid, epochs=epochs, overwrite=overwrite or frozen_epochs > 0)
-        history += [dict(row, phase=2, epoch=done + row["epoch"]) for row in rows]
-    # under torchrun, rank 0 alone writes
-    run = RunDir(out_dir) if out_dir is not None and is_main_process() else None
+        whole.start_epoch = frozen_epochs
+        phase2_resume = resume and resumed_phase == 2 and done > frozen_epochs
+        if not phase2_resume:
+            whole.epoch, whole.history = frozen_epochs, list(history)
+            if run is not None:
+                whole.steps = run.read_steps()
+        # The first phase already created the run directory; the second goes on writing into it.
+        history = whole.fit(
+            train,
+            valid,
+            epochs=epochs,
+            overwrite=overwrite or frozen_epochs > 0 or resume,
+            resume=phase2_resume,
+        )
     if best.state is not None:
         model.load_state_dict(best.state)
-        if run is not None and head is not None and best.best_phase == 1 and epochs > 0:
-            # Phase 2's BestCheckpoint wrote over phase 1's better checkpoint: put it back.
-            head.save_checkpoint(run / BEST, epoch=best.epoch)
+    elif run is not None and valid is not None and (run / BEST).is_file():
+        load_checkpoint(run / BEST, model)  # a resumed run whose best epoch came before the resume
     unfreeze(model)  # leave a plain trainable model: no BatchNorm pinned in inference mode
-    if run is not None:
-        run.write_metrics(history)
     return history

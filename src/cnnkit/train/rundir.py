@@ -2,12 +2,14 @@
 
     runs/NAME/
       config.json           everything needed to rebuild the model and reproduce the run
-      metrics.jsonl         one JSON object per epoch (loss, accuracy, val_*, lr, time)
+      metrics.jsonl         one JSON object per epoch (loss, the task's metrics, val_*, lr, time)
+      steps.jsonl           the training loss every few steps ({"epoch": fraction, "loss": ...})
       best.safetensors      weights + optimizer state at the best validation score
       last.safetensors      weights + optimizer state after the last finished epoch (for --resume)
-      history.png           loss and accuracy curves
-      confusion_matrix.png  test-set confusion matrix
-      predictions.png       a grid of test images with predicted / true labels
+      test_metrics.json     the task's test report (written at the end of a run)
+      history.png           training loss per step, validation points per epoch, the task's metric
+      confusion_matrix.png  classification: test-set confusion matrix
+      predictions.png       a grid of test images with their predictions drawn
 
 Every file is written through a temporary file and an atomic rename.
 """
@@ -23,6 +25,8 @@ from cnnkit.train.checkpoint import atomic_write_bytes
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+STEPS = "steps.jsonl"
+TEST_METRICS = "test_metrics.json"
 BEST = "best.safetensors"
 LAST = "last.safetensors"
 HISTORY_PLOT = "history.png"
@@ -69,11 +73,23 @@ class RunDir:
             raise ValueError(f"{path}: not valid JSON ({exc})") from None
 
     def write_metrics(self, history: list[dict[str, Any]]) -> None:
-        lines = "".join(json.dumps(row) + "\n" for row in history)
-        atomic_write_bytes(self.path / METRICS, lines.encode())
+        self._write_lines(METRICS, history)
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        path = self.path / METRICS
+        return self._read_lines(METRICS)
+
+    def write_steps(self, steps: list[dict[str, float]]) -> None:
+        self._write_lines(STEPS, steps)
+
+    def read_steps(self) -> list[dict[str, Any]]:
+        return self._read_lines(STEPS)
+
+    def _write_lines(self, name: str, rows: list[dict[str, Any]]) -> None:
+        lines = "".join(json.dumps(row) + "\n" for row in rows)
+        atomic_write_bytes(self.path / name, lines.encode())
+
+    def _read_lines(self, name: str) -> list[dict[str, Any]]:
+        path = self.path / name
         if not path.is_file():
             return []
         rows = []

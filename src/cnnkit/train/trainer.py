@@ -1,9 +1,11 @@
 """The training loop: fit / evaluate / predict with checkpoints, schedules, callbacks and a progress bar.
 
-Data is any iterable of ``(images, labels)`` batches with a ``len``: a ``cnnkit.data.TensorBatches``
-for in-memory datasets, or a ``torch.utils.data.DataLoader``. Models may return logits, or in
-training ``(logits, *aux_logits)`` (GoogLeNet's auxiliary classifiers), whose losses are added with
-weight ``aux_loss_weight`` (0.3, Szegedy et al. 2014).
+The ``Trainer`` knows no task: the loss, the metrics, what the output means and which metric to
+watch come from a :class:`cnnkit.tasks.Task` (classification by default). Data is any iterable of
+``(images, targets)`` batches with a ``len``: a ``cnnkit.data.TensorBatches`` for in-memory datasets,
+or a ``torch.utils.data.DataLoader``; targets may be tensors, or dicts and lists of them (boxes,
+masks), and are moved to the device as they are. Evaluation streams: the task's metric is updated
+batch by batch on the device, so host memory does not grow with the evaluation set.
 """
 
 from __future__ import annotations
@@ -13,20 +15,19 @@ import os
 import random
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from cnnkit.device import default_precision, pick_device
+from cnnkit.tasks import StreamingMetric, Task, get_task
 from cnnkit.train import distributed, rundir
 from cnnkit.train.callbacks import BestCheckpoint, Callback
 from cnnkit.train.checkpoint import load_checkpoint, save_checkpoint
-from cnnkit.train.metrics import topk_correct
 from cnnkit.train.optim import make_optimizer, make_schedule
 
 
@@ -41,49 +42,56 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _split_output(output: Any) -> tuple[torch.Tensor, Sequence[torch.Tensor]]:
-    if isinstance(output, torch.Tensor):
-        return output, ()
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
-        return output[0], tuple(output[1:])
-    raise TypeError(
-        f"model output: expected a tensor of logits or a tuple (logits, *aux), got {type(output).__name__}"
-    )
+def to_device(obj: Any, device: torch.device) -> Any:
+    """``obj`` with every tensor in it (nested in dicts, lists and tuples) moved to ``device``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
+def _concat(parts: list[Any]) -> Any:
+    """Decoded batches → one result: tensors concatenated, lists of per-image results joined."""
+    if parts and all(isinstance(p, torch.Tensor) for p in parts):
+        return torch.cat(parts)
+    return [item for part in parts for item in part]
 
 
 class Trainer:
-    """Train and evaluate a classifier.
+    """Train and evaluate a model on a task.
 
-        ``optimizer``: ``sgd`` (momentum 0.9), ``adam``, ``adamw``, ``nadam``; ``lr``/``weight_decay``/
-        ``momentum`` left ``None`` keep that optimizer's default. ``schedule``: ``onecycle``, ``cosine``,
-        ``step``, ``constant``. The loss is cross-entropy (with ``label_smoothing``; auxiliary outputs weighted
-    ``aux_loss_weight``), or the model's own ``criterion(logits, target, label_smoothing=...)`` method
-    where it has one (LeNet-5's RBF head). ``precision``: ``fp32`` or ``bf16`` (autocast); ``None`` picks bf16 on CUDA
-        and fp32 on the CPU. With ``out_dir`` the run directory of :mod:`cnnkit.train.rundir` is written.
+    ``task``: a :class:`cnnkit.tasks.Task` (default ``get_task("classify")``: cross-entropy,
+    accuracy). ``optimizer``: ``sgd`` (momentum 0.9), ``adam``, ``adamw``, ``nadam``;
+    ``lr``/``weight_decay``/``momentum`` left ``None`` keep that optimizer's default. ``schedule``:
+    ``onecycle``, ``cosine``, ``step``, ``constant``. ``precision``: ``fp32``, ``bf16`` (autocast) or
+    ``None``/``auto`` (:func:`cnnkit.device.default_precision` decides). With ``out_dir`` the run
+    directory of :mod:`cnnkit.train.rundir` is written. ``log_extra`` is added to every epoch's row.
     """
 
     def __init__(
         self,
         model: nn.Module,
         *,
+        task: Task | None = None,
         optimizer: str = "adamw",
         lr: float | None = None,
         weight_decay: float | None = None,
         momentum: float | None = None,
         schedule: str = "onecycle",
-        label_smoothing: float = 0.0,
-        aux_loss_weight: float = 0.3,
         grad_clip: float | None = None,
         device: str | torch.device | None = None,
         precision: str | None = None,
         channels_last: bool | None = None,
         callbacks: Iterable[Callback] = (),
         seed: int = 0,
-        top_k: int = 5,
         out_dir: str | os.PathLike | None = None,
         config: dict[str, Any] | None = None,
         progress: bool = True,
         log_every: int = 10,
+        log_extra: dict[str, Any] | None = None,
     ) -> None:
         self.device = pick_device(device)
         multi = distributed.world_size_from_env() > 1
@@ -104,30 +112,29 @@ class Trainer:
             self.train_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=device_ids
             )
+        self.task = task if task is not None else get_task("classify")
+        self.task.setup(self.model)
         self.optimizer_name = optimizer
-        self.optimizer_options = {"lr": lr, "weight_decay": weight_decay}
+        self.optimizer_options: dict[str, float | None] = {"lr": lr, "weight_decay": weight_decay}
         if momentum is not None:
             self.optimizer_options["momentum"] = momentum
         self.optimizer = self.configure_optimizer()
         self.schedule = schedule
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-        self.label_smoothing = label_smoothing
-        # A model may carry its paper's loss (LeNet-5's RBF criterion); cross-entropy otherwise.
-        self.criterion: Callable[..., torch.Tensor] = getattr(
-            getattr(model, "module", model), "criterion", F.cross_entropy
-        )
-        self.aux_loss_weight = aux_loss_weight
         self.grad_clip = grad_clip
         self.callbacks = list(callbacks)
         self.seed = seed
-        self.top_k = top_k
         self.run = rundir.RunDir(out_dir) if out_dir is not None else None
         self.config = dict(config or {})
         self.progress = progress and self.dist.is_main
         self.log_every = max(1, log_every)
+        self.log_extra = dict(log_extra or {})
         self.history: list[dict[str, Any]] = []
+        #: the training loss every ``log_every`` steps: ``{"epoch": fraction, "loss": mean}``
+        self.steps: list[dict[str, float]] = []
         self.epoch = 0  # epochs completed
-        self.planned_epochs: int | None = None  # the epochs the schedule spans
+        self.start_epoch = 0  # the epoch this trainer's schedule starts at (fine_tune's phase 2)
+        self.planned_epochs: int | None = None  # the epoch the schedule ends at
         self.stop_training = False
         self.stop_reason: str | None = None
 
@@ -151,21 +158,26 @@ class Trainer:
     def _run_config(self, epochs: int, batch_size: int | None) -> dict[str, Any]:
         return {
             **self.config,
+            "task": {"name": self.task.name, "options": self.task.options()},
             "trainer": {
                 "optimizer": self.optimizer_name,
                 **{k: v for k, v in self.optimizer.defaults.items() if isinstance(v, (int, float))},
                 "schedule": self.schedule,
                 "epochs": epochs,
                 "batch_size": batch_size,
-                "label_smoothing": self.label_smoothing,
-                "aux_loss_weight": self.aux_loss_weight,
                 "grad_clip": self.grad_clip,
                 "precision": self.precision.name,
                 "channels_last": self.precision.channels_last,
                 "device": str(self.device),
                 "seed": self.seed,
+                "world_size": self.dist.world_size,
             },
         }
+
+    @property
+    def reduce(self) -> distributed.Reduce:
+        """Sums a tensor over every DDP process (the identity when running alone)."""
+        return distributed.reducer(self.dist)
 
     # ----------------------------------------------------------------------------- checkpoints
     def save_checkpoint(
@@ -178,42 +190,34 @@ class Trainer:
             self.optimizer,
             self.scheduler,
             epoch=self.epoch if epoch is None else epoch,
-            extra={"planned_epochs": self.planned_epochs, **extra},
+            extra={
+                "planned_epochs": self.planned_epochs,
+                "start_epoch": self.start_epoch,
+                **extra,
+            },
         )
 
-    def load_checkpoint(self, path: str | os.PathLike) -> dict[str, Any]:
-        """Restore a checkpoint written by :meth:`save_checkpoint` (model, optimizer, schedule, epoch)."""
-        info = load_checkpoint(path, self.model, self.optimizer, self.scheduler)
+    def _resume(self, run: rundir.RunDir, epochs: int, steps_per_epoch: int) -> None:
+        info = load_checkpoint(run / rundir.LAST, self.model, self.optimizer)
         self.epoch = info["epoch"]
-        return info
-
-    def _resume(self, path: os.PathLike, epochs: int, steps_per_epoch: int) -> None:
-        info = load_checkpoint(path, self.model, self.optimizer)
-        self.epoch = info["epoch"]
-        self.history = self.run.read_metrics()[: self.epoch]  # type: ignore[union-attr]
-        if info["extra"].get("planned_epochs") == epochs and info["scheduler"] is not None:
-            self.scheduler.load_state_dict(info["scheduler"])  # type: ignore[union-attr]
+        self.history = run.read_metrics()[: self.epoch]
+        self.steps = [row for row in run.read_steps() if row["epoch"] <= self.epoch]
+        scheduler = self.scheduler
+        assert scheduler is not None  # fit builds it before resuming
+        same_plan = info["extra"].get("planned_epochs") == epochs
+        if same_plan and info["scheduler"] is not None:
+            scheduler.load_state_dict(info["scheduler"])
         else:
             # The run is extended or shortened: the schedule spans the new total, and is advanced
             # to where the completed epochs leave it (torch warns of steps without optimizer steps).
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
-                for _ in range(self.epoch * steps_per_epoch):
-                    self.scheduler.step()  # type: ignore[union-attr]
+                for _ in range((self.epoch - self.start_epoch) * steps_per_epoch):
+                    scheduler.step()
 
     # ----------------------------------------------------------------------------- training
-    def _to_device(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x.to(self.device, non_blocking=True, memory_format=self.precision.memory_format)
-        return x, y.to(self.device, non_blocking=True)
-
-    def _loss(self, output: Any, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, aux = _split_output(output)
-        loss = self.criterion(logits.float(), y, label_smoothing=self.label_smoothing)
-        for aux_logits in aux:
-            loss = loss + self.aux_loss_weight * self.criterion(
-                aux_logits.float(), y, label_smoothing=self.label_smoothing
-            )
-        return loss, logits
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, non_blocking=True, memory_format=self.precision.memory_format)
 
     def fit(
         self,
@@ -224,10 +228,11 @@ class Trainer:
         resume: bool = False,
         overwrite: bool = False,
     ) -> list[dict[str, Any]]:
-        """Train until ``epochs`` epochs are complete (counting those of a resumed run).
+        """Train until ``epochs`` epochs are complete (counting those of a resumed run, and the
+        ``start_epoch`` epochs before this trainer's).
 
-        Returns the history: one dict per epoch with ``loss``, ``accuracy``, ``val_loss``,
-        ``val_accuracy``, ``val_top{k}``, ``lr``, ``images_per_s`` and ``seconds``.
+        Returns the history: one dict per epoch with ``loss`` and the task's training metrics,
+        ``val_loss`` and the task's validation metrics, ``lr``, ``images_per_s`` and ``seconds``.
         """
         train = self._shard(train)
         steps_per_epoch = len(train)  # type: ignore[arg-type]
@@ -235,24 +240,21 @@ class Trainer:
             self.scheduler = make_schedule(
                 self.schedule,
                 self.optimizer,
-                total_steps=epochs * steps_per_epoch,
+                total_steps=(epochs - self.start_epoch) * steps_per_epoch,
                 steps_per_epoch=steps_per_epoch,
             )
             self.planned_epochs = epochs
         callbacks = list(self.callbacks)
-        if self.run is not None:
+        run = self.run
+        if run is not None:
             if self.dist.is_main:
-                self.run.create(resume=resume, overwrite=overwrite)
+                run.create(resume=resume, overwrite=overwrite)
             if resume:
-                self._resume(self.run / rundir.LAST, epochs, steps_per_epoch)
-        if self._writes:
+                self._resume(run, epochs, steps_per_epoch)
+        if run is not None and self._writes:
             batch_size = getattr(train, "batch_size", None)
-            self.run.write_json(rundir.CONFIG, self._run_config(epochs, batch_size))  # type: ignore[union-attr]
-            callbacks.append(BestCheckpoint(str(self.run / rundir.BEST)))  # type: ignore[operator]
-            if resume:  # the best score so far must be beaten, not re-saved
-                best = callbacks[-1]
-                scores = [row.get("val_accuracy", row.get("accuracy")) for row in self.history]
-                best.best = max([s for s in scores if s is not None], default=best.best)
+            run.write_json(rundir.CONFIG, self._run_config(epochs, batch_size))
+            callbacks.append(BestCheckpoint(str(run / rundir.BEST)))
         self.stop_training, self.stop_reason = False, None
         for cb in callbacks:
             cb.on_train_begin(self)
@@ -264,19 +266,21 @@ class Trainer:
                 logs = {"epoch": epoch + 1, **self._train_epoch(train, epoch, epochs)}
                 if valid is not None:
                     logs.update({f"val_{k}": v for k, v in self.evaluate(valid).items()})
+                logs.update(self.log_extra)
                 self.history.append(logs)
                 self.epoch = epoch + 1
-                if self._writes:
-                    self.run.write_metrics(self.history)  # type: ignore[union-attr]
+                if run is not None and self._writes:
+                    run.write_metrics(self.history)
+                    run.write_steps(self.steps)
                 for cb in callbacks:
                     cb.on_epoch_end(self, epoch, logs)
-                if self._writes:
-                    self.save_checkpoint(self.run / rundir.LAST)  # type: ignore[operator]
+                if run is not None and self._writes:
+                    self.save_checkpoint(run / rundir.LAST)
         except KeyboardInterrupt:
             # Keep what was learnt: the weights mid-epoch go to the last checkpoint with the count
             # of completed epochs, so --resume redoes the interrupted epoch from these weights.
-            if self._writes:
-                self.save_checkpoint(self.run / rundir.LAST, interrupted=True)  # type: ignore[operator]
+            if run is not None and self._writes:
+                self.save_checkpoint(run / rundir.LAST, interrupted=True)
             self.stop_reason = "interrupted"
             raise
         for cb in callbacks:
@@ -288,27 +292,23 @@ class Trainer:
         """Whether this process writes the run directory (rank 0 of a DDP job, or the only one)."""
         return self.run is not None and self.dist.is_main
 
-    def _shard(self, train: Iterable) -> Iterable:
-        """Under DDP, this process's share of the training data."""
+    def _shard(self, data: Iterable, *, training: bool = True) -> Iterable:
+        """Under DDP, this process's share of ``data``: for training equal shares (every process
+        runs the same number of steps), for evaluation every item exactly once over all processes."""
         if not self.dist.enabled:
-            return train
-        if hasattr(train, "shard"):
-            return train.shard(self.dist.rank, self.dist.world_size)
-        if isinstance(train, torch.utils.data.DataLoader):
-            return distributed.shard_loader(train, self.dist, self.seed)
+            return data
+        if hasattr(data, "shard"):
+            return data.shard(self.dist.rank, self.dist.world_size, drop_last=training)
+        if isinstance(data, torch.utils.data.DataLoader):
+            if training:
+                return distributed.shard_loader(data, self.dist, self.seed)
+            return distributed.shard_eval_loader(data, self.dist)
+        if not training:  # a plain list of batches: evaluated whole by every process
+            return data
         raise ValueError(
             "train: under torchrun every process needs its own share of the data: pass "
-            f"TensorBatches or a DataLoader (both sharded automatically), not {type(train).__name__}"
+            f"TensorBatches or a DataLoader (both sharded automatically), not {type(data).__name__}"
         )
-
-    def _totals(self, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> list[float]:
-        """[loss sum, correct, images] so far in this epoch, over every DDP process: one host sync."""
-        if not self.dist.enabled:
-            return [loss_sum.item(), correct.item(), seen]
-        local = torch.stack(
-            [loss_sum.double(), correct.double(), loss_sum.new_tensor(seen).double()]
-        )
-        return distributed.all_reduce_sum(local, self.dist).tolist()
 
     def _train_epoch(self, train: Iterable, epoch: int, epochs: int) -> dict[str, float]:
         self.train_model.train()
@@ -317,87 +317,117 @@ class Trainer:
             train.set_epoch(epoch)
         if isinstance(getattr(train, "sampler", None), torch.utils.data.DistributedSampler):
             train.sampler.set_epoch(epoch)  # type: ignore[attr-defined]  # a new shuffle per epoch
-        total_loss = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        seen = 0
-        totals = [0.0, 0, 0]  # over every process, as of the last host sync
+        scheduler = self.scheduler
+        assert scheduler is not None  # fit builds it
+        metric = self.task.train_metrics()
+        metric.reset()
+        # the loss summed over images (over the epoch, and since the last logged step), and images
+        loss_sums = torch.zeros(4, dtype=torch.float64, device=self.device)
+        totals = [0.0, 0.0, 0.0, 0.0]  # over every process, as of the last host sync
+        steps = len(train)  # type: ignore[arg-type]
         start = time.perf_counter()
         bar = tqdm(
-            total=len(train),  # type: ignore[arg-type]
+            total=steps,
             desc=f"epoch {epoch + 1}/{epochs}",
             disable=not self.progress,
             leave=True,
             dynamic_ncols=True,
         )
         for step, (x, y) in enumerate(train, 1):
-            x, y = self._to_device(x, y)
+            x, y = self._inputs(x), to_device(y, self.device)
             with self.precision.autocast():
                 output = self.train_model(x)
-            loss, logits = self._loss(output, y)
+            loss, _ = self.task.loss(output, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
             self.optimizer.step()
-            self.scheduler.step()  # type: ignore[union-attr]
-            total_loss += loss.detach() * len(y)
-            correct += topk_correct(logits.detach(), y)
-            seen += len(y)
-            if step % self.log_every == 0 or step == len(train):  # type: ignore[arg-type]
+            scheduler.step()
+            n = x.shape[0]
+            loss_sums += torch.stack(
+                [loss.detach().double() * n, loss.new_tensor(n).double()]
+            ).repeat(2)
+            metric.update(output, y)
+            if step % self.log_every == 0 or step == steps:
                 # One host sync every few steps: checks the loss and feeds the progress bar.
-                totals = self._totals(total_loss, correct, seen)
-                running = totals[0] / totals[2]
-                if not math.isfinite(running):
+                totals = self.reduce(loss_sums).tolist()
+                loss_sums[2:] = 0  # the window since this log
+                window = totals[2] / max(totals[3], 1)
+                if not math.isfinite(window):
                     raise NonFiniteLossError(
-                        f"loss became {running} at epoch {epoch + 1}, step {step}; training stopped "
+                        f"loss became {window} at epoch {epoch + 1}, step {step}; training stopped "
                         "and the last good checkpoint was kept. Try a lower learning rate or grad_clip."
                     )
-                rate = totals[2] / (time.perf_counter() - start)
+                self.steps.append({"epoch": epoch + step / steps, "loss": window})
+                shown = metric.compute(self.reduce)
+                rate = totals[1] / (time.perf_counter() - start)
                 bar.set_postfix(
-                    loss=f"{running:.4f}", acc=f"{totals[1] / totals[2]:.4f}", img_s=f"{rate:.0f}"
+                    loss=f"{totals[0] / totals[1]:.4f}",
+                    **{
+                        short: f"{shown[key]:.4f}"
+                        for key, short in self.task.progress_keys.items()
+                        if key in shown
+                    },
+                    img_s=f"{rate:.0f}",
                 )
                 bar.update(step - bar.n)
         bar.close()
         seconds = time.perf_counter() - start
         # The last step always syncs, so totals cover the whole epoch (every process's share).
         return {
-            "loss": totals[0] / max(totals[2], 1),
-            "accuracy": totals[1] / max(totals[2], 1),
+            "loss": totals[0] / max(totals[1], 1),
+            **metric.compute(self.reduce),
             "lr": self.optimizer.param_groups[0]["lr"],
-            "images_per_s": totals[2] / seconds,
+            "images_per_s": totals[1] / seconds,
             "seconds": seconds,
         }
 
     # ----------------------------------------------------------------------------- inference
+    def _batches(self, data: Iterable | torch.Tensor, batch_size: int) -> Iterable:
+        if isinstance(data, torch.Tensor):
+            return data.split(batch_size)
+        return data
+
     @torch.no_grad()
-    def _logits(self, data: Iterable) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _outputs(self, data: Iterable) -> Iterator[tuple[Any, Any]]:
+        """``(raw model output, target or None)`` per batch, in inference mode."""
         self.model.eval()
-        all_logits, all_labels = [], []
         for batch in data:
             x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
-            x = x.to(self.device, non_blocking=True, memory_format=self.precision.memory_format)
             with self.precision.autocast():
-                logits, _ = _split_output(self.model(x))
-            all_logits.append(logits.float().cpu())
-            if y is not None:
-                all_labels.append(y.cpu())
-        labels = torch.cat(all_labels) if all_labels else None
-        return torch.cat(all_logits), labels
+                output = self.model(self._inputs(x))
+            yield output, to_device(y, self.device)
 
-    def evaluate(self, data: Iterable) -> dict[str, float]:
-        """``loss``, ``accuracy`` and ``top{k}`` accuracy over labelled batches."""
-        logits, labels = self._logits(data)
-        if labels is None:
-            raise ValueError("evaluate: the data yields no labels")
-        return {
-            "loss": self.criterion(logits, labels).item(),  # the training loss, unsmoothed
-            "accuracy": topk_correct(logits, labels).item() / len(labels),
-            f"top{self.top_k}": topk_correct(logits, labels, self.top_k).item() / len(labels),
-        }
+    def evaluate(self, data: Iterable, metric: StreamingMetric | None = None) -> dict[str, float]:
+        """The task's evaluation metrics (``loss``, ``accuracy``… for classification) over labelled
+        batches, streamed: each batch updates ``metric`` (default ``task.eval_metrics()``) on the
+        device and is dropped. Under DDP every process evaluates its share and the sums are reduced."""
+        metric = metric if metric is not None else self.task.eval_metrics()
+        metric.reset()
+        seen = False
+        for output, target in self._outputs(self._shard(data, training=False)):
+            if target is None:
+                raise ValueError("evaluate: the data yields no targets")
+            metric.update(output, target)
+            seen = True
+        if not seen and not self.dist.enabled:
+            raise ValueError("evaluate: the data yields no batch")
+        return metric.compute(self.reduce)
 
-    def predict(self, data: Iterable | torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Class probabilities (N, num_classes) for batches, or for one tensor of images."""
-        if isinstance(data, torch.Tensor):
-            data = data.split(batch_size)
-        logits, _ = self._logits(data)
-        return logits.softmax(1)
+    def predict_batches(
+        self, data: Iterable | torch.Tensor, batch_size: int = 256
+    ) -> Iterator[Any]:
+        """The task's decoded predictions, one batch at a time (nothing is kept)."""
+        for output, _ in self._outputs(self._batches(data, batch_size)):
+            yield self.task.decode(output)
+
+    def predict(self, data: Iterable | torch.Tensor, batch_size: int = 256) -> Any:
+        """Decoded predictions for batches, or for one tensor of images: for classification the
+        class probabilities (N, num_classes)."""
+        return _concat(
+            [
+                part.cpu() if isinstance(part, torch.Tensor) else part
+                for part in self.predict_batches(data, batch_size)
+            ]
+        )

@@ -31,31 +31,63 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
     return path
 
 
-def history_figure(history: Sequence[dict[str, float]], label_smoothing: float = 0.0) -> Any:
-    """Loss and accuracy per epoch, training and validation, side by side. With label smoothing the
-    training loss is the smoothed one (higher than the plain validation loss), and its label says so."""
+def _smooth(values: Sequence[float], weight: float = 0.6) -> list[float]:
+    """Exponential moving average (TensorBoard's smoothing), started at the first value."""
+    out: list[float] = []
+    for v in values:
+        out.append(v if not out else weight * out[-1] + (1 - weight) * v)
+    return out
+
+
+def history_figure(
+    history: Sequence[dict[str, Any]],
+    label_smoothing: float = 0.0,
+    *,
+    steps: Sequence[dict[str, float]] = (),
+    metric: str = "accuracy",
+    loss_label: str | None = None,
+) -> Any:
+    """Left: the training loss every logged step (``steps``: ``{"epoch": fraction, "loss"}``,
+    smoothed) against epochs, with the validation loss at each epoch's end; right: the task's
+    ``metric`` per epoch, training and validation. The x axis starts at 0, so a one-epoch run shows a
+    curve, not two dots. With label smoothing the training loss is the smoothed one (higher than the
+    plain validation loss), and its label says so (``loss_label`` overrides the label)."""
     epochs = [row["epoch"] for row in history]
+    if loss_label is None:
+        loss_label = "train_loss" + (
+            f" (label smoothing {label_smoothing:g})" if label_smoothing else ""
+        )
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        for prefix, style in (("", "o-"), ("val_", "s--")):
-            values = [row.get(prefix + metric) for row in history]
-            if all(v is not None for v in values):
-                label = (prefix or "train_") + metric
-                if metric == "loss" and not prefix and label_smoothing:
-                    label += f" (label smoothing {label_smoothing:g})"
-                ax.plot(epochs, values, style, label=label)
+    loss_ax, metric_ax = axes
+    if steps:
+        x = [row["epoch"] for row in steps]
+        loss_ax.plot(x, _smooth([row["loss"] for row in steps]), "-", label=loss_label)
+    elif all("loss" in row for row in history):
+        loss_ax.plot(epochs, [row["loss"] for row in history], "o-", label=loss_label)
+    if all("val_loss" in row for row in history):
+        loss_ax.plot(epochs, [row["val_loss"] for row in history], "s--", label="val_loss")
+    for prefix, style in (("", "o-"), ("val_", "s--")):
+        values = [row.get(prefix + metric) for row in history]
+        if values and all(v is not None for v in values):
+            metric_ax.plot(epochs, values, style, label=(prefix or "train_") + metric)
+    for ax, title in ((loss_ax, "loss"), (metric_ax, metric)):
         ax.set_xlabel("epoch")
-        ax.set_title(metric)
+        ax.set_xlim(0, max(epochs, default=1) * 1.02)
+        ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_lines():
+            ax.legend()
     return fig
 
 
 def plot_history(
-    history: Sequence[dict[str, float]], path: str | os.PathLike, label_smoothing: float = 0.0
+    history: Sequence[dict[str, Any]],
+    path: str | os.PathLike,
+    label_smoothing: float = 0.0,
+    **options: Any,
 ) -> Path:
     """:func:`history_figure` written to ``path`` as a PNG."""
-    return save_figure(history_figure(history, label_smoothing), path)
+    return save_figure(history_figure(history, label_smoothing, **options), path)
 
 
 def plot_confusion_matrix(

@@ -1,0 +1,229 @@
+"""Image classification: one label per image (the first half of the notes).
+
+Model-output contract: logits (N, num_classes); in training a model may return ``(logits, *aux)``
+(GoogLeNet's auxiliary classifiers), whose losses are added with weight :data:`AUX_LOSS_WEIGHT`.
+Targets: int64 class indices (N,). A model whose paper has its own loss defines
+``criterion(logits, target, label_smoothing=0.0)`` (LeNet-5's RBF MAP loss), used instead of
+cross-entropy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnkit.tasks.base import Reduce, SumMetric, Task, _identity, ratio
+from cnnkit.tasks.registry import register_task
+
+if TYPE_CHECKING:
+    from cnnkit.data.datasets import DataMeta
+
+#: weight of each auxiliary classifier's loss (Szegedy et al. 2014, "Going deeper with convolutions":
+#: "their loss gets added to the total loss of the network with a discount weight (0.3)")
+AUX_LOSS_WEIGHT = 0.3
+
+
+def split_output(output: Any) -> tuple[torch.Tensor, Sequence[torch.Tensor]]:
+    """``logits`` or ``(logits, *aux_logits)`` → ``(logits, aux_logits)``."""
+    if isinstance(output, torch.Tensor):
+        return output, ()
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0], tuple(output[1:])
+    raise TypeError(
+        f"classify: the model returned {type(output).__name__}; expected a tensor of logits "
+        "(N, num_classes) or a tuple (logits, *aux_logits)"
+    )
+
+
+def _check_shapes(logits: torch.Tensor, target: torch.Tensor) -> None:
+    if logits.dim() != 2 or target.dim() != 1 or len(logits) != len(target):
+        raise ValueError(
+            f"classify: the model's output has shape {tuple(logits.shape)} and the targets "
+            f"{tuple(target.shape)}; expected logits (N, num_classes) and class indices (N,) "
+            "(per-pixel labels are the segment task's)"
+        )
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """Number of samples whose label is among the ``k`` highest scores (a 0-dim tensor)."""
+    k = min(k, logits.shape[1])
+    if k == 1:
+        return (logits.argmax(1) == labels).sum()
+    return (logits.topk(k, dim=1).indices == labels[:, None]).any(1).sum()
+
+
+class TrainAccuracy(SumMetric):
+    names = ("images", "correct")
+
+    def update(self, output: Any, target: torch.Tensor) -> None:
+        logits, _ = split_output(output)
+        self.add(images=float(len(target)), correct=topk_correct(logits.detach(), target))
+
+    def summarize(self, totals: dict[str, float]) -> dict[str, float]:
+        return {"accuracy": ratio(totals["correct"], totals["images"])}
+
+
+class EvalMetrics(SumMetric):
+    """Loss (the unsmoothed training criterion), accuracy and top-k accuracy; with ``num_classes``
+    also a confusion matrix (rows true classes, columns predictions), kept on the device."""
+
+    names = ("images", "loss", "correct", "topk")
+
+    def __init__(
+        self, criterion: Callable[..., torch.Tensor], top_k: int, num_classes: int | None = None
+    ) -> None:
+        super().__init__()
+        self.criterion, self.top_k, self.num_classes = criterion, top_k, num_classes
+        self._matrix: torch.Tensor | None = None
+
+    def reset(self) -> None:
+        super().reset()
+        self._matrix = None
+
+    def update(self, output: Any, target: torch.Tensor) -> None:
+        logits, _ = split_output(output)
+        logits = logits.float()
+        _check_shapes(logits, target)
+        self.add(
+            images=float(len(target)),
+            loss=self.criterion(logits, target, reduction="sum"),
+            correct=topk_correct(logits, target),
+            topk=topk_correct(logits, target, self.top_k),
+        )
+        if self.num_classes is not None:
+            index = target * self.num_classes + logits.argmax(1)
+            counts = torch.bincount(index, minlength=self.num_classes**2)
+            self._matrix = counts if self._matrix is None else self._matrix + counts
+
+    def summarize(self, totals: dict[str, float]) -> dict[str, float]:
+        n = totals["images"]
+        return {
+            "loss": ratio(totals["loss"], n),
+            "accuracy": ratio(totals["correct"], n),
+            f"top{self.top_k}": ratio(totals["topk"], n),
+        }
+
+    def matrix(self, reduce: Reduce = _identity) -> torch.Tensor:
+        """The (num_classes, num_classes) confusion matrix over every process."""
+        if self.num_classes is None:
+            raise ValueError("EvalMetrics: built without num_classes, so it keeps no matrix")
+        k = self.num_classes
+        counts = self._matrix if self._matrix is not None else torch.zeros(k * k, dtype=torch.long)
+        return reduce(counts).view(k, k).cpu()
+
+
+def _cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    return F.cross_entropy(logits, target, label_smoothing=label_smoothing, reduction=reduction)
+
+
+@register_task
+class Classify(Task):
+    """Classification with cross-entropy (``label_smoothing`` optional) or the model's own
+    ``criterion``; auxiliary outputs weighted ``aux_loss_weight``; metrics accuracy and top-``top_k``."""
+
+    name = "classify"
+    monitor = "val_accuracy"
+    monitor_mode = "max"
+    progress_keys: ClassVar[dict[str, str]] = {"accuracy": "acc"}
+
+    def __init__(
+        self, label_smoothing: float = 0.0, aux_loss_weight: float = AUX_LOSS_WEIGHT, top_k: int = 5
+    ) -> None:
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing: expected a value in [0, 1), got {label_smoothing}")
+        self.label_smoothing = label_smoothing
+        self.aux_loss_weight = aux_loss_weight
+        self.top_k = top_k
+        self.criterion: Callable[..., torch.Tensor] = _cross_entropy
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "label_smoothing": self.label_smoothing,
+            "aux_loss_weight": self.aux_loss_weight,
+            "top_k": self.top_k,
+        }
+
+    def setup(self, model: nn.Module) -> None:
+        # A model may carry its paper's loss (LeNet-5's RBF criterion); cross-entropy otherwise.
+        self.criterion = getattr(getattr(model, "module", model), "criterion", _cross_entropy)
+
+    def loss(
+        self, output: Any, target: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits, aux = split_output(output)
+        _check_shapes(logits, target)
+        main = self.criterion(logits.float(), target, label_smoothing=self.label_smoothing)
+        total, parts = main, {"classification": main}
+        for i, aux_logits in enumerate(aux, 1):
+            part = self.criterion(aux_logits.float(), target, label_smoothing=self.label_smoothing)
+            parts[f"aux{i}"] = part
+            total = total + self.aux_loss_weight * part
+        return total, parts
+
+    def train_metrics(self) -> TrainAccuracy:
+        return TrainAccuracy()
+
+    def eval_metrics(self, num_classes: int | None = None) -> EvalMetrics:
+        return EvalMetrics(self.criterion, self.top_k, num_classes)
+
+    def decode(self, output: Any) -> torch.Tensor:
+        logits, _ = split_output(output)
+        return logits.float().softmax(1)
+
+    def format_prediction(
+        self, decoded: torch.Tensor, class_names: Sequence[str], top: int = 3
+    ) -> list[str]:
+        top_k = decoded.topk(min(top, len(class_names)))
+        return [
+            f"{class_names[i]:<14s} {p:7.2%}"
+            for p, i in zip(top_k.values.tolist(), top_k.indices.tolist(), strict=True)
+        ]
+
+    def report(
+        self, trainer: Any, test: Any, meta: DataMeta, run_dir: Path | None
+    ) -> dict[str, Any]:
+        """Test loss and accuracy, per-class accuracy; with ``run_dir`` the confusion matrix and a
+        grid of the first 32 test images with predicted / true labels."""
+        names = list(meta.class_names)
+        metric = self.eval_metrics(num_classes=len(names))
+        scores = trainer.evaluate(test, metric=metric)
+        matrix = metric.matrix(trainer.reduce)
+        recall = matrix.diag().double() / matrix.sum(1).clamp(min=1).double()
+        metrics: dict[str, Any] = {f"test_{k}": v for k, v in scores.items()}
+        metrics["per_class_accuracy"] = dict(zip(names, recall.tolist(), strict=True))
+        if run_dir is not None:
+            from cnnkit.train import rundir
+            from cnnkit.viz.training import plot_confusion_matrix, plot_predictions
+
+            plot_confusion_matrix(matrix.numpy(), names, run_dir / rundir.CONFUSION_PLOT)
+            x, y = next(iter(test))
+            x, y = x[:32], y[:32]
+            preds = trainer.predict(x).argmax(1)
+            plot_predictions(
+                meta.to_display(x),
+                preds.tolist(),
+                y.tolist(),
+                names,
+                run_dir / rundir.PREDICTIONS_PLOT,
+            )
+        return metrics
+
+    def print_report(self, metrics: dict[str, Any], meta: DataMeta) -> None:
+        print(
+            f"  loss      {metrics['test_loss']:.4f}\n  accuracy  {metrics['test_accuracy']:.2%}\n"
+        )
+        names = list(metrics["per_class_accuracy"])
+        width = max(len(n) for n in names)
+        print(f"  {'class':<{width}}  accuracy")
+        for name, acc in metrics["per_class_accuracy"].items():
+            print(f"  {name:<{width}}  {acc:7.2%}")
