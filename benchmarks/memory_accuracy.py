@@ -48,7 +48,7 @@ CASES = {
     "vgg16": ((3, 224, 224), 1000, (2, 8)),
     "googlenet": ((3, 224, 224), 1000, (4, 16)),
 }
-OPTIMIZER = "momentum"  # cnnkit.memory's name for SGD(momentum=0.9), the trainer's "sgd"
+OPTIMIZER = "sgd"  # SGD(momentum=0.9): the trainer's "sgd", which the planner plans exactly
 
 
 def build(name: str, shape: tuple[int, int, int], classes: int) -> torch.nn.Module:

@@ -121,10 +121,10 @@ def test_errors_name_the_option_and_the_valid_choices(argv, message, capsys, tmp
 
 def test_unknown_choice_options_are_rejected_by_the_parser(capsys):
     with pytest.raises(SystemExit) as info:
-        main(["train", "--model", "fashion_cnn", "--optimizer", "rmsprop", "--out", "x"])
+        main(["train", "--model", "fashion_cnn", "--optimizer", "lamb", "--out", "x"])
     assert info.value.code == 2
     err = capsys.readouterr().err.replace("'", "")  # Python 3.11 quotes the choices, 3.12 does not
-    assert "invalid choice: rmsprop (choose from sgd, adam, adamw, nadam)" in err
+    assert "invalid choice: lamb (choose from sgd, adam, adamw, nadam, rmsprop)" in err
 
 
 def test_the_predicted_class_of_a_clear_training_image(trained_run, fashion_mnist):
@@ -136,3 +136,48 @@ def test_the_predicted_class_of_a_clear_training_image(trained_run, fashion_mnis
     with torch.no_grad():
         accuracy = (model(x).argmax(1) == y_train[:200]).float().mean().item()
     assert accuracy > 0.5
+
+
+def test_help_imports_neither_torch_nor_matplotlib():
+    """`cnnkit --help` is instant: no command module, so no torch (1.2 s to import here)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom cnnkit.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'matplotlib', 'torchvision') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "train a model on a dataset into a run directory" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_without_out_a_run_gets_a_fresh_numbered_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--model", "fashion_cnn", "--epochs", "1", "--train-limit", "64"]
+    argv += ["--batch-size", "64", "--no-progress"]
+    assert main(argv) == 0 and main(argv) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "-> runs/classify/fashion_cnn-1" in printed and "-> runs/classify/fashion_cnn-2" in printed
+    )
+    assert (tmp_path / "runs/classify/fashion_cnn-2" / rundir.BEST).is_file()
+
+
+def test_one_epoch_history_plot_draws_the_loss_per_step(trained_run):
+    from cnnkit.train import RunDir
+    from cnnkit.viz.training import history_figure
+
+    run = RunDir(trained_run)
+    steps = run.read_steps()
+    # 2,048 images at batch 64: 32 steps an epoch, logged every 10 steps and at each epoch's end
+    assert [round(row["epoch"], 4) for row in steps] == [
+        round(e + s / 32, 4) for e in range(2) for s in (10, 20, 30, 32)
+    ]
+    fig = history_figure(run.read_metrics()[:1], steps=steps[:4])
+    loss_ax = fig.axes[0]
+    train_line = loss_ax.get_lines()[0]
+    assert len(train_line.get_xdata()) == 4 and loss_ax.get_xlim()[0] == 0

@@ -70,7 +70,7 @@ def fine_tune_on_loader(loader: DataLoader, out_dir: str | None) -> dict[str, to
     )
     valid = DataLoader(loader_dataset(), 16)
     options = dict(device="cpu", progress=False, channels_last=False, out_dir=out_dir)
-    fine_tune(model, loader, valid, frozen_epochs=1, epochs=1, lr=1e-2, **options)
+    fine_tune(model, loader, valid, frozen_epochs=1, epochs=2, lr=1e-2, **options)
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
@@ -209,6 +209,7 @@ def test_only_rank_zero_writes_the_run_directory(ddp_run):
         "config.json",
         "last.safetensors",
         "metrics.jsonl",
+        "steps.jsonl",
     ]
     with open(os.path.join(run, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]

@@ -101,12 +101,10 @@ def test_a_download_with_the_wrong_digest_is_rejected_and_leaves_nothing(tmp_pat
     (served / "train-labels-idx1-ubyte.gz").write_bytes(
         __import__("gzip").compress(b"\0\0\x08\1\0\0\0\1\7")
     )
-    with pytest.raises(
-        ValueError, match="train-labels-idx1-ubyte.gz: sha256 of the uncompressed file is"
-    ):
+    with pytest.raises(ValueError, match="train-labels-idx1-ubyte.gz: sha256 is"):
         download_fashion_mnist(tmp_path / "cache", base_url=url)
     assert not (tmp_path / "cache" / "train-labels-idx1-ubyte.gz").exists()
-    assert not list((tmp_path / "cache").glob("*.part"))
+    assert not list((tmp_path / "cache").glob(".*.tmp"))
 
 
 def test_the_loader_downloads_into_the_cache_when_nothing_is_found(tmp_path, monkeypatch):
@@ -120,7 +118,7 @@ def test_the_loader_downloads_into_the_cache_when_nothing_is_found(tmp_path, mon
     monkeypatch.delenv("CNNKIT_DATA", raising=False)
     monkeypatch.setattr(fm, "DEBIAN_ROOT", tmp_path / "no-debian")
     monkeypatch.setattr(fm, "_cache_root", lambda: tmp_path / "cache")
-    monkeypatch.setattr(fm, "_urlopen_fetch", fake_fetch)
+    monkeypatch.setattr("cnnkit.io._urlopen", fake_fetch)
     (_, _), (_, yv), _ = load_fashion_mnist()
     assert len(yv) == 5_000
     assert sorted(fetched) == sorted(f.name for f in fm._FILES.values())

@@ -17,6 +17,7 @@ import torch
 from sklearn.datasets import load_sample_image
 
 import cnnkit.models
+from cnnkit.io import download
 from cnnkit.models.checkpoints import convert_state_dict
 from cnnkit.pretrained import (
     Preprocess,
@@ -27,7 +28,7 @@ from cnnkit.pretrained import (
     load,
 )
 from cnnkit.pretrained import weights as weights_module
-from cnnkit.pretrained.weights import download, locate, package_path, read_state_dict
+from cnnkit.pretrained.weights import locate, package_path, read_state_dict
 
 LITE0 = get_weights("efficientnet_lite0")
 CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}

@@ -16,7 +16,7 @@ from test_folder import make_folder
 from cnnkit.cli import main
 from cnnkit.data import TensorBatches
 from cnnkit.models import create_model
-from cnnkit.train import Trainer
+from cnnkit.train import Callback, Trainer
 from cnnkit.train.freeze import fine_tune, freeze, trainable_parameters, unfreeze
 
 
@@ -197,6 +197,11 @@ def test_cli_finetune_then_predict_with_the_run(tmp_path, capsys):
         assert main(["predict", str(out), str(data / colour / "000.png"), "--top", "1"]) == 0
         lines = capsys.readouterr().out.splitlines()
         assert lines[0].endswith("000.png") and lines[1].split()[0] == colour
+    # evaluate rebuilds the run's own data (the folder's test split, RGB, 32 px, centre crop)
+    assert main(["evaluate", str(out), "--workers", "0", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    expected = json.loads((out / "test_metrics.json").read_text())["test_accuracy"]
+    assert f"accuracy  {expected:.2%}" in printed and "3 images" in printed
 
 
 @pytest.mark.parametrize("text", ["0.5", "a,b", "0.9,0.5", "0,1"])
@@ -206,3 +211,70 @@ def test_cli_finetune_names_a_bad_crop_scale(tmp_path, capsys, text):
     argv += ["--out", str(tmp_path / "run"), "--crop-scale", text, "--workers", "0"]
     assert main(argv) == 2
     assert "--crop-scale" in capsys.readouterr().err
+
+
+class _InterruptAt(Callback):
+    """Ctrl-C at the end of epoch ``epoch`` (1-based)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if epoch + 1 == self.epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("stop_after", [1, 3])
+def test_fine_tune_resumes_in_either_phase_to_the_uninterrupted_weights(tmp_path, stop_after):
+    """Interrupted in phase 1 (after epoch 1) or in phase 2 (after epoch 3), ``resume=True`` ends
+    with the weights of an uninterrupted run, bit for bit."""
+    options = dict(frozen_epochs=2, epochs=4, lr=1e-2, patience=None, progress=False, device="cpu")
+    straight = small_lite0()
+    fine_tune(straight, batches(), batches(4), out_dir=tmp_path / "a", **options)
+    interrupted = small_lite0()
+    with pytest.raises(KeyboardInterrupt):
+        fine_tune(
+            interrupted, batches(), batches(4), out_dir=tmp_path / "b",
+            callbacks=[_InterruptAt(stop_after)], **options,
+        )  # fmt: skip
+    resumed = small_lite0()
+    history = fine_tune(
+        resumed, batches(), batches(4), out_dir=tmp_path / "b", resume=True, **options
+    )
+    assert [(row["phase"], row["epoch"]) for row in history] == [(1, 1), (1, 2), (2, 3), (2, 4)]
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_cli_finetune_takes_fashion_mnist_and_train_takes_a_folder(tmp_path, capsys):
+    """One data path: a pretrained RGB model fine-tunes on grey Fashion-MNIST (turned RGB and resized
+    per batch), and a model trains from scratch on a folder of images."""
+    out = tmp_path / "lite0-fashion"
+    argv = [
+        "finetune",
+        "--model",
+        "efficientnet_lite0",
+        "--data",
+        "fashion-mnist",
+        "--out",
+        str(out),
+    ]
+    argv += ["--frozen-epochs", "1", "--epochs", "1", "--image-size", "32", "--train-limit", "64"]
+    argv += ["--no-progress", "--device", "cpu", "--batch-size", "32"]
+    assert main(argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["input_size"] == [3, 32, 32] and config["data"]["name"] == "fashion-mnist"
+    assert json.loads((out / "test_metrics.json").read_text())["per_class_accuracy"].keys() == {
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+        "Ankle boot",
+    }  # fmt: skip
+
+    data = make_folder(tmp_path / "colours", per_class=10)
+    out = tmp_path / "scratch-colours"
+    argv = ["train", "--model", "fashion_cnn", "--data", str(data), "--image-size", "28"]
+    argv += ["--epochs", "3", "--batch-size", "8", "--workers", "0", "--out", str(out)]
+    argv += ["--no-progress", "--device", "cpu", "--model-option", "dropout=0.0"]
+    assert main(argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["in_channels"] == 3 and config["data"]["resize"] == "center-crop"
+    assert config["data"]["class_names"] == ["blue", "green", "red"]

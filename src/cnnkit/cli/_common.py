@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 # Choices listed here rather than imported, so that ``--help`` needs no torch; a test checks them
 # against cnnkit.train.optim and cnnkit.tasks, their owners.
-OPTIMIZER_CHOICES = ("sgd", "adam", "adamw", "nadam")
+OPTIMIZER_CHOICES = ("sgd", "adam", "adamw", "nadam", "rmsprop")
 SCHEDULE_CHOICES = ("constant", "step", "cosine", "onecycle")
 TASK_CHOICES = ("classify",)
 
@@ -196,19 +196,23 @@ def load_run(
 
 def finish_run(run: RunDir, trainer: Trainer, data: ImageData) -> dict[str, Any]:
     """Evaluate the best weights on the test split with the task's report; write
-    ``test_metrics.json``, the history plot and the task's plots."""
-    from cnnkit.train import rundir
+    ``test_metrics.json``, the history plot and the task's plots. Under torchrun every process
+    calls it (each evaluates its share of the test split) and rank 0 writes."""
+    from cnnkit.train import distributed, rundir
     from cnnkit.train.checkpoint import load_checkpoint
     from cnnkit.viz.training import plot_history
 
+    distributed.barrier(trainer.dist)  # rank 0 has written the last checkpoints
     if (run / rundir.BEST).is_file():
         load_checkpoint(run / rundir.BEST, trainer.model)
     metrics: dict[str, Any] = {}
+    writes = trainer.dist.is_main
     if data.splits.get("test") is not None:
         test = data.batches("test", 500, device=trainer.device)
-        metrics = trainer.task.report(trainer, test, data.meta, run.path)
-        run.write_json(rundir.TEST_METRICS, metrics)
-    if trainer.history:
+        metrics = trainer.task.report(trainer, test, data.meta, run.path if writes else None)
+        if writes:
+            run.write_json(rundir.TEST_METRICS, metrics)
+    if trainer.history and writes:
         plot_history(
             trainer.history,
             run / rundir.HISTORY_PLOT,

@@ -181,8 +181,6 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: checkpoint saved in {args.out}; continue with --resume")
         return 130
-    if not is_main_process():
-        return 0  # rank 0 tests the best weights and writes the report
     # The report reloads best.safetensors into a trainer over the fine-tuned model.
     from cnnkit.train import RunDir
 

@@ -110,11 +110,14 @@ def make_trainer(
 
 
 def report(args: argparse.Namespace, trainer: Trainer, data: ImageData, minutes: float) -> None:
-    """The end of a run, from rank 0: test report, plots, and where the files are."""
-    if trainer.stop_reason:
-        print(trainer.stop_reason)
+    """The end of a run: test report, plots, and where the files are (every process evaluates
+    its share under torchrun; rank 0 writes and prints)."""
     assert trainer.run is not None
     metrics = finish_run(trainer.run, trainer, data)
+    if not trainer.dist.is_main:
+        return
+    if trainer.stop_reason:
+        print(trainer.stop_reason)
     print(f"\ntrained in {minutes:.1f} min")
     if metrics:
         print(f"test set ({data.meta.name}):")
@@ -190,8 +193,6 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
             f"\ninterrupted: checkpoint saved to {args.out}/{rundir.LAST}; continue with --resume"
         )
         return 130
-    if not trainer.dist.is_main:
-        return 0  # under torchrun, rank 0 tests the model and writes the report
     report(args, trainer, data, (time.perf_counter() - start) / 60)
     return 0
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from pathlib import Path
 import torch
 
 from cnnkit.data.idx import read_idx
+from cnnkit.io import cache_dir, download
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
@@ -79,7 +78,7 @@ Split = tuple[torch.Tensor, torch.Tensor]
 
 
 def _cache_root() -> Path:
-    return Path.home() / ".cache" / "cnnkit" / "fashion-mnist"
+    return cache_dir("fashion-mnist")
 
 
 def candidate_roots(root: str | os.PathLike | None = None) -> list[Path]:
@@ -121,12 +120,6 @@ def _load_folder(folder: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _urlopen_fetch(url: str, dest: Path) -> None:
-    with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as out:
-        while chunk := response.read(1 << 20):
-            out.write(chunk)
-
-
 def download_fashion_mnist(
     dest: str | os.PathLike | None = None,
     *,
@@ -139,7 +132,6 @@ def download_fashion_mnist(
     interrupted or corrupt download never leaves a half file where the loader would find it.
     ``fetch(url, path)`` is the transfer; tests pass a local one.
     """
-    fetch = fetch or _urlopen_fetch
     dest = Path(dest) if dest is not None else _cache_root()
     dest.mkdir(parents=True, exist_ok=True)
     for file in _FILES.values():
@@ -147,26 +139,20 @@ def download_fashion_mnist(
         if target.is_file():
             continue
         url = base_url.rstrip("/") + "/" + file.name
-        fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=f".{file.name}.", suffix=".part")
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            fetch(url, tmp)
-            digest = hashlib.sha256(gzip.decompress(tmp.read_bytes())).hexdigest()
-            if digest != file.sha256:
-                raise ValueError(
-                    f"{url}: sha256 of the uncompressed file is {digest}, expected {file.sha256}"
-                )
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        download(url, target, file.sha256, digest=_uncompressed_sha256, fetch=fetch)
     return dest
+
+
+def _uncompressed_sha256(path: Path) -> str:
+    # The digests are of the uncompressed IDX bytes, so Debian's re-gzipped files verify too.
+    return hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest()
 
 
 _HOW_TO_GET = (
     "Fashion-MNIST not found. Get it one of these ways:\n"
     "  - Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist  (files in /usr/share/datasets/fashion-mnist)\n"
-    f"  - download the four files from {OFFICIAL_URL} into ~/.cache/cnnkit/fashion-mnist\n"
+    f"  - download the four files from {OFFICIAL_URL} into $CNNKIT_CACHE/fashion-mnist\n"
+    "    (default ~/.cache/cnnkit/fashion-mnist)\n"
     "    or into $CNNKIT_DATA/fashion-mnist, or pass root=FOLDER\n"
     "  - or allow cnnkit to download them: load_fashion_mnist(download=True)"
 )

@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from cnnkit.layers.activation import get_activation
+from cnnkit.ops._args import parse_padding
 from cnnkit.ops.conv import conv2d_same_nchw
 from cnnkit.ops.padding import effective_kernel_size, pad_nchw, static_same_padding
 
@@ -188,11 +189,8 @@ class ConvTranspose2d(nn.ConvTranspose2d):
 def _padding_mode(padding: Padding, layer: str) -> str:
     """'same', 'valid' (any case) or 'explicit' for torch's int / (int, int) padding."""
     if isinstance(padding, str):
-        if padding.lower() in ("same", "valid"):
-            return padding.lower()
-        raise ValueError(
-            f"{layer}: padding={padding!r}; expected 'same', 'valid', an int or a pair"
-        )
+        same = parse_padding(padding, layer, keras=True, more=", an int or a pair")
+        return "same" if same else "valid"
     values = (padding,) if isinstance(padding, int) else tuple(padding)
     if len(values) not in (1, 2) or any(
         isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in values

@@ -10,15 +10,14 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
 
+from cnnkit.ops._args import parse_padding
 from cnnkit.ops.pool import avg_pool_nchw, depth_pool_nchw, max_pool_nchw
 
 Size2 = int | tuple[int, int]
 
 
 def _same(padding: str, layer: str) -> bool:
-    if isinstance(padding, str) and padding.lower() in ("same", "valid"):
-        return padding.lower() == "same"
-    raise ValueError(f"{layer}: padding={padding!r}; expected 'same' or 'valid' (any case)")
+    return parse_padding(padding, layer, keras=True)
 
 
 def _positive_pair(value: Size2, name: str, layer: str) -> tuple[int, int]:

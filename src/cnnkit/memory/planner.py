@@ -19,19 +19,12 @@ from torch import nn
 
 from cnnkit.memory.report import LayerRow, MemoryReport, Suggestion
 from cnnkit.memory.trace import OptimizerFactory, StepTrace, trace_step
+from cnnkit.train.optim import OPTIMIZERS
 
 MODES = ("train", "inference")
 
-# Optimizer state per weight: none for plain SGD, one buffer for momentum and RMSprop, two for the
-# Adam family. Learning rates are irrelevant to memory.
-OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], dict]] = {
-    "sgd": (torch.optim.SGD, {"lr": 0.01}),
-    "momentum": (torch.optim.SGD, {"lr": 0.01, "momentum": 0.9}),
-    "rmsprop": (torch.optim.RMSprop, {"lr": 0.01}),
-    "adam": (torch.optim.Adam, {"lr": 1e-3}),
-    "adamw": (torch.optim.AdamW, {"lr": 1e-3}),
-    "nadam": (torch.optim.NAdam, {"lr": 2e-3}),
-}
+# The trainer's optimizers, exactly (cnnkit.train.optim owns them): optimizer state per weight is one
+# buffer for SGD with momentum and RMSprop, two for the Adam family.
 
 AUTOCAST_DTYPES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 

@@ -35,11 +35,15 @@ def nchw_to_nhwc(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).contiguous()
 
 
-def parse_padding(padding: str, op: str) -> bool:
-    """True for 'SAME', False for 'VALID' (any case, as ``tf.nn`` and Keras accept)."""
+def parse_padding(padding: str, op: str, keras: bool = False, more: str = "") -> bool:
+    """True for 'SAME', False for 'VALID', in any case, as ``tf.nn`` and Keras accept: the one
+    parser of padding strings (ops and layers). Errors spell the names as ``tf.nn`` does, or as
+    Keras does with ``keras=True``, followed by ``more`` (the other forms a caller accepts)."""
     if isinstance(padding, str) and padding.upper() in ("SAME", "VALID"):
         return padding.upper() == "SAME"
-    raise ValueError(f"{op}: padding={padding!r}; expected 'SAME' or 'VALID' (any case)")
+    names = "'same', 'valid'" if keras else "'SAME', 'VALID'"
+    expected = f"{names}{more}" if more else names.replace(", ", " or ") + " (any case)"
+    raise ValueError(f"{op}: padding={padding!r}; expected {expected}")
 
 
 def _positive_ints(values: Sequence[int], name: str, op: str, found: object) -> tuple[int, ...]:

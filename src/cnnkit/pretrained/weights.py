@@ -13,17 +13,14 @@ Reading never unpickles code: ``.safetensors`` files go through ``safetensors``,
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
-import shutil
-import tempfile
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from cnnkit import io
 from cnnkit.pretrained.preprocess import Preprocess
 
 # torchvision's ImageNet evaluation transform (``ImageClassification``): resize to 256, center-crop
@@ -135,42 +132,13 @@ def get_weights(name: str) -> Weights:
 
 
 def cache_dir() -> Path:
-    """Where downloaded weights are kept: ``$CNNKIT_CACHE/weights`` or ``~/.cache/cnnkit/weights``."""
-    root = os.environ.get("CNNKIT_CACHE") or Path.home() / ".cache" / "cnnkit"
-    return Path(root) / "weights"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Where downloaded weights are kept: ``$CNNKIT_CACHE/weights`` (``cnnkit.io.cache_dir``)."""
+    return io.cache_dir("weights")
 
 
 def verify_file(path: str | os.PathLike, sha256: str) -> None:
     """Raise if the file's sha256 does not start with ``sha256`` (a full digest or a prefix)."""
-    actual = sha256_file(path)
-    if not actual.startswith(sha256.lower()):
-        raise ValueError(
-            f"{path}: sha256 is {actual}, expected {sha256}; the file is corrupt or not these weights"
-        )
-
-
-def download(url: str, dest: str | os.PathLike, sha256: str) -> Path:
-    """Download ``url`` to ``dest`` through a temporary file, keeping it only if the sha256 matches."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url) as response:  # noqa: S310
-            shutil.copyfileobj(response, out)
-        verify_file(tmp, sha256)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return dest
+    io.verify_sha256(path, sha256)
 
 
 def package_path(weights: Weights) -> Path | None:
@@ -198,7 +166,7 @@ def locate(weights: Weights, download_missing: bool = True) -> Path:
             f"weights {weights.name}: {weights.filename} is neither installed nor cached in "
             f"{cache_dir()}; {hint}"
         )
-    return download(weights.url, cached, weights.sha256)
+    return io.download(weights.url, cached, weights.sha256)
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +18,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from cnnkit.io import atomic_write
+from cnnkit.models.checkpoints import load_state_dict_strict
+
 FORMAT = "cnnkit-checkpoint-1"
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -74,15 +63,8 @@ def save_checkpoint(
         metadata["optimizer_scalars"] = json.dumps(scalars)
     if scheduler is not None:
         metadata["scheduler"] = json.dumps(scheduler.state_dict(), default=_not_json)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(_unshare(tensors), tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    tensors = _unshare(tensors)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def _not_json(value: Any) -> None:
@@ -119,24 +101,12 @@ def load_checkpoint(
     Returns ``{"epoch": ..., "extra": {...}, "scheduler": state or None}``; the schedule's state is
     loaded into ``scheduler`` when one is given.
 
-    Model keys are checked strictly: a missing or unexpected key is an error naming it.
+    Model keys are checked strictly (``cnnkit.models.checkpoints.load_state_dict_strict``, the one
+    place): a missing, unexpected or mis-shaped key is an error naming it.
     """
     tensors, metadata = read_checkpoint(path)
     model_state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(model_state))
-    unexpected = sorted(set(model_state) - set(own))
-    if missing or unexpected:
-        raise ValueError(
-            f"{path}: checkpoint does not fit the model: missing keys {missing[:5]}, "
-            f"unexpected keys {unexpected[:5]}"
-        )
-    for key, value in model_state.items():
-        if own[key].shape != value.shape:
-            raise ValueError(
-                f"{path}: key {key!r} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}"
-            )
-    model.load_state_dict(model_state)
+    load_state_dict_strict(model, model_state, str(path))
     if optimizer is not None:
         if "optimizer_param_groups" not in metadata:
             raise ValueError(f"{path}: holds no optimizer state (a weights-only file?)")

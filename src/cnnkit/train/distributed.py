@@ -88,6 +88,12 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return tensor
 
 
+def barrier(info: DistInfo) -> None:
+    """Wait for every process (nothing when running alone)."""
+    if info.enabled:
+        dist.barrier()
+
+
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
 

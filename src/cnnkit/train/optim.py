@@ -8,13 +8,15 @@ from typing import Any
 
 import torch
 
-# name → (class, default hyper-parameters). Defaults are the libraries' usual ones, with momentum
-# 0.9 for SGD (Keras' and torchvision's reference recipes).
+# name → (class, default hyper-parameters): the one definition, which the Trainer builds and the
+# memory planner plans (cnnkit.memory). Defaults are the libraries' usual ones, with momentum 0.9 for
+# SGD (Keras' and torchvision's reference recipes); RMSprop with Keras' rho 0.9 and rate 1e-3.
 OPTIMIZERS: dict[str, tuple[type[torch.optim.Optimizer], dict[str, Any]]] = {
     "sgd": (torch.optim.SGD, {"lr": 0.01, "momentum": 0.9, "weight_decay": 0.0}),
     "adam": (torch.optim.Adam, {"lr": 1e-3, "weight_decay": 0.0}),
     "adamw": (torch.optim.AdamW, {"lr": 1e-3, "weight_decay": 0.01}),
     "nadam": (torch.optim.NAdam, {"lr": 2e-3, "weight_decay": 0.0}),
+    "rmsprop": (torch.optim.RMSprop, {"lr": 1e-3, "alpha": 0.9, "weight_decay": 0.0}),
 }
 
 SCHEDULES = ("constant", "step", "cosine", "onecycle")

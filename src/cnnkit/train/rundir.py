@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cnnkit.train.checkpoint import atomic_write_bytes
+from cnnkit.io import atomic_write_bytes
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"

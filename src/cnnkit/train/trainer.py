@@ -217,6 +217,8 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- training
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:  # channels_last is a layout of (N, C, H, W) batches only
+            return x.to(self.device, non_blocking=True)
         return x.to(self.device, non_blocking=True, memory_format=self.precision.memory_format)
 
     def fit(

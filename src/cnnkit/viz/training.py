@@ -1,7 +1,7 @@
 """Plots of a training run: learning curves, confusion matrix, a grid of predictions.
 
-Pure matplotlib on tensors/arrays (no cnnkit imports), written through an atomic rename so a
-crash never leaves a half-written PNG in a run directory.
+Pure matplotlib on tensors/arrays, written through ``cnnkit.io.atomic_write_bytes`` so a crash
+never leaves a half-written PNG in a run directory.
 """
 
 from __future__ import annotations
@@ -18,17 +18,15 @@ matplotlib.use("Agg")  # files only; no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from cnnkit.io import atomic_write_bytes  # noqa: E402
+
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
     """Render ``fig`` to PNG and move it into place atomically; closes the figure."""
-    path = Path(path)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)
-    return path
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def _smooth(values: Sequence[float], weight: float = 0.6) -> list[float]:
