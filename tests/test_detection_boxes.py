@@ -128,7 +128,7 @@ def test_convert_boxes_hand_values():
 def test_normalize_divides_x_by_width_and_y_by_height():
     xyxy = torch.tensor([[10.0, 20.0, 40.0, 60.0]])
     normalized = normalize_boxes(xyxy, (100, 200))  # height 100, width 200
-    assert normalized.tolist() == [[0.05, 0.2, 0.2, 0.6]]
+    assert normalized[0].tolist() == pytest.approx([0.05, 0.2, 0.2, 0.6])
     assert torch.allclose(denormalize_boxes(normalized, (100, 200)), xyxy)
 
 
