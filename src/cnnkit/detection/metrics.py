@@ -214,7 +214,7 @@ def mean_average_precision(
     precision = evaluator.eval["precision"]
     area_all = evaluator.params.areaRngLbl.index("all")
     per_class: dict[int | str, float] = {}
-    for k, category in enumerate(evaluator.params.catIds):
+    for k, category in enumerate(int(c) for c in evaluator.params.catIds):
         values = precision[:, :, k, area_all, -1]
         values = values[values > -1]
         key = (
