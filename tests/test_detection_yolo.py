@@ -233,3 +233,12 @@ def test_nan_outputs_are_a_clear_error_at_postprocessing():
 def test_a_batch_and_targets_of_different_lengths_are_an_error():
     with pytest.raises(ValueError, match="1 targets for a batch of 2"):
         yolo_loss(torch.zeros(2, 3, *GRID, 8), targets_two_images()[:1], ANCHORS, STRIDE)
+
+
+def test_bfloat16_outputs_give_a_float32_loss_and_detections():
+    # under CUDA autocast the head's outputs are bf16; the loss and the boxes are float32
+    targets = targets_two_images()
+    outputs = perfect_outputs(targets).bfloat16()
+    loss, _ = yolo_loss(outputs, targets, ANCHORS, STRIDE)
+    assert loss.dtype == torch.float32
+    assert postprocess(outputs, ANCHORS, STRIDE)[0]["boxes"].dtype == torch.float32

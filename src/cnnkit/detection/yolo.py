@@ -151,9 +151,10 @@ def _grid(outputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def decode_outputs(
     outputs: torch.Tensor, anchors: torch.Tensor, stride: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Raw outputs (N, B, S_h, S_w, 5 + K) → ``(boxes, objectness, class_probabilities)``:
-    (N, B, S_h, S_w, 4) xyxy pixels (sigmoid on t_x, t_y; t_w, t_h clamped to ±10 before exp),
+    """Raw outputs (N, B, S_h, S_w, 5 + K) → ``(boxes, objectness, class_probabilities)`` in
+    float32: (N, B, S_h, S_w, 4) xyxy pixels (sigmoid on t_x, t_y; t_w, t_h clamped to ±10 before exp),
     (N, B, S_h, S_w) sigmoid objectness, (N, B, S_h, S_w, K) softmax class probabilities."""
+    outputs = outputs.float()
     row, col = _grid(outputs)
     encoded = torch.cat(
         [outputs[..., :2].sigmoid(), outputs[..., 2:4].clamp(-_MAX_LOG_SCALE, _MAX_LOG_SCALE)], -1
@@ -188,11 +189,13 @@ def yolo_loss(
       image with IoU > ``ignore_iou`` take no no-object loss (YOLOv2 §2, YOLOv3).
     - classes: cross-entropy of the class logits at the assigned anchors (mean over K).
 
-    ``box_weight`` defaults to YOLOv1's λ_coord. Returns ``(total, parts)`` with ``parts`` the
+    ``box_weight`` defaults to YOLOv1's λ_coord. Computed in float32 whatever the outputs' dtype
+    (bf16 under autocast). Returns ``(total, parts)`` with ``parts`` the
     unweighted ``box``, ``obj`` (weighted by obj/noobj), ``cls`` losses, detached.
     """
     if box_loss not in ("ciou", "giou", "mse"):
         raise ValueError(f"yolo_loss: box_loss={box_loss!r}; expected 'ciou', 'giou' or 'mse'")
+    outputs = outputs.float()  # bf16 under autocast: IoU losses and exp() need float32
     n, _, grid_h, grid_w, _ = outputs.shape
     if len(targets) != n:
         raise ValueError(
