@@ -218,7 +218,7 @@ def to_fully_convolutional(model: nn.Module, input_size: Sequence[int]) -> Fully
     head: list[nn.Module] = [conv]
     with torch.no_grad():
         conv.weight.copy_(kernel.to(conv.weight.dtype))
-        if dense.bias is not None:
+        if dense.bias is not None and conv.bias is not None:
             conv.bias.copy_(dense.bias)
 
     # After it: a chain to the output; dense layers become 1x1 convolutions.
@@ -246,7 +246,7 @@ def to_fully_convolutional(model: nn.Module, input_size: Sequence[int]) -> Fully
                 )
                 with torch.no_grad():
                     pointwise.weight.copy_(module.weight[:, :, None, None])
-                    if module.bias is not None:
+                    if module.bias is not None and pointwise.bias is not None:
                         pointwise.bias.copy_(module.bias)
                 head.append(pointwise)
             else:

@@ -112,7 +112,7 @@ def to_coco(
         labels.update(int(c) for c in item["labels"].tolist())
     images = [{"id": i + 1} for i in range(len(targets))]
     category_list = [{"id": c, "name": str(c)} for c in sorted(labels)]
-    annotations = []
+    annotations: list[dict] = []
     for i, target in enumerate(targets):
         for box, label in zip(_xywh(target["boxes"]), target["labels"].tolist(), strict=True):
             x, y, w, h = (float(v) for v in box)

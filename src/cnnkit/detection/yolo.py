@@ -78,9 +78,9 @@ def assign_targets(
         check_boxes(target["boxes"], f"assign_targets: targets[{i}]['boxes']")
         b = target["boxes"].to(device=device, dtype=torch.float32)
         if ((b[:, 2] - b[:, 0]) <= 0).any() or ((b[:, 3] - b[:, 1]) <= 0).any():
-            row = int((((b[:, 2] - b[:, 0]) <= 0) | ((b[:, 3] - b[:, 1]) <= 0)).nonzero()[0])
+            bad = int((((b[:, 2] - b[:, 0]) <= 0) | ((b[:, 3] - b[:, 1]) <= 0)).nonzero()[0])
             raise ValueError(
-                f"assign_targets: targets[{i}]['boxes'][{row}] is {b[row].tolist()}; expected a "
+                f"assign_targets: targets[{i}]['boxes'][{bad}] is {b[bad].tolist()}; expected a "
                 "width and height > 0 (its size factors are logarithms)"
             )
         images.append(torch.full((len(b),), i, dtype=torch.long, device=device))

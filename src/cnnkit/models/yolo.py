@@ -54,6 +54,7 @@ class YOLOHead(nn.Module):
         self.bn = nn.BatchNorm2d(hidden_channels)
         self.act = nn.LeakyReLU(0.1, inplace=True)
         self.predict = nn.Conv2d(hidden_channels, num_anchors * (5 + num_classes), 1)
+        assert self.predict.bias is not None
         with torch.no_grad():
             bias = self.predict.bias.view(num_anchors, 5 + num_classes)
             bias.zero_()
