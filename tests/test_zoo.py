@@ -13,6 +13,10 @@ import torch
 
 from cnnkit.models import create_model, list_models, model_info
 
+# The classifier contract ((N, num_classes) outputs) holds for these; "detect" models (YOLO) return
+# a detection grid and are tested in tests/test_detection_yolo.py.
+CLASSIFIERS = [n for n in list_models() if model_info(n).task == "classify"]
+
 
 def trainable_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -73,7 +77,7 @@ def test_trainable_parameter_count(name: str, options: dict, expected: int) -> N
 
 
 # ---- shapes at the paper's input size ------------------------------------------------------------
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_output_shape_at_paper_size(name: str) -> None:
     info = model_info(name)
     model = build_meta(name, num_classes=7).eval()
@@ -120,7 +124,7 @@ def _min_input(name: str, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, info.input_size[0], info.min_size, info.min_size, generator=generator)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", CLASSIFIERS)
 def test_forward_backward_at_minimum_size(name: str) -> None:
     torch.manual_seed(0)
     model = create_model(name, num_classes=5, in_channels=model_info(name).input_size[0]).train()

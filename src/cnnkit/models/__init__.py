@@ -9,6 +9,7 @@ from cnnkit.models import (  # noqa: F401  (importing a family module registers 
     resnet,
     vgg,
     xception,
+    yolo,
 )
 from cnnkit.models.registry import ModelInfo, create_model, list_models, model_info, register_model
 

@@ -25,6 +25,9 @@ class ModelInfo:
     min_size: int  # smallest height/width the model accepts
     classifier: str  # attribute path of the final dense layer, e.g. "fc" or "head.fc"
     paper: str
+    task: str = (
+        "classify"  # what its output is: "classify" (N, num_classes) or "detect" (YOLO grid)
+    )
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -36,14 +39,18 @@ def register_model(
     min_size: int,
     classifier: str,
     paper: str,
+    task: str = "classify",
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Register a builder ``fn(num_classes=..., in_channels=..., **options) -> nn.Module``."""
+    """Register a builder ``fn(num_classes=..., in_channels=..., **options) -> nn.Module``.
+
+    ``task="classify"`` models follow the model contract (``docs/ARCHITECTURE.md``); ``"detect"``
+    models (``models/yolo.py``) return a detection grid instead of class scores."""
 
     def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = fn.__name__
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        _REGISTRY[name] = ModelInfo(name, fn, input_size, min_size, classifier, paper)
+        _REGISTRY[name] = ModelInfo(name, fn, input_size, min_size, classifier, paper, task)
         return fn
 
     return decorate

@@ -1,0 +1,244 @@
+"""cnnkit.detection.yolo and cnnkit.models.yolo: assignment, encoding, decoding, loss, postprocessing
+and the registered detector."""
+
+import math
+
+import pytest
+import torch
+
+from cnnkit.detection.yolo import (
+    YOLODetector,
+    assign_targets,
+    decode_boxes,
+    decode_outputs,
+    encode_boxes,
+    postprocess,
+    yolo_loss,
+)
+from cnnkit.models import create_model, list_models, model_info
+
+ANCHORS = torch.tensor([[8.0, 8.0], [24.0, 12.0], [12.0, 24.0]])
+STRIDE = 8
+GRID = (8, 8)  # a 64x64 input
+
+
+def targets_two_images():
+    return [
+        {"boxes": torch.tensor([[10.0, 20.0, 34.0, 32.0], [40.0, 2.0, 50.0, 26.0]]),
+         "labels": torch.tensor([1, 0])},
+        {"boxes": torch.tensor([[0.0, 40.0, 7.0, 47.0]]), "labels": torch.tensor([2])},
+    ]  # fmt: skip
+
+
+def test_assignment_puts_each_object_in_its_centre_cell_and_best_shape_anchor():
+    a = assign_targets(targets_two_images(), ANCHORS, STRIDE, GRID)
+    # image 0, box 0: centre (22, 26) -> col 2, row 3; 24x12 is anchor 1's shape exactly
+    # image 0, box 1: centre (45, 14) -> col 5, row 1; 10x24 overlaps anchor 2 (12x24) most:
+    #   IoU 240/288 vs anchor 0: 64/(240+64-64) = 0.27
+    # image 1: centre (3.5, 43.5) -> col 0, row 5; 7x7 -> anchor 0 (49/64)
+    assert a.image.tolist() == [0, 0, 1]
+    assert a.col.tolist() == [2, 5, 0]
+    assert a.row.tolist() == [3, 1, 5]
+    assert a.anchor.tolist() == [1, 2, 0]
+    assert a.labels.tolist() == [1, 0, 2]
+
+
+def test_two_objects_in_one_cell_and_anchor_the_first_keeps_it():
+    targets = [{"boxes": torch.tensor([[0.0, 0, 8, 8], [1, 1, 7, 7], [0, 0, 24, 12]]),
+                "labels": torch.tensor([0, 1, 2])}]  # fmt: skip
+    a = assign_targets(targets, ANCHORS, STRIDE, GRID)
+    # boxes 0 and 1 both want cell (0, 0) and anchor 0; box 2 (centre (12, 6)) goes to cell (0, 1)
+    assert a.labels.tolist() == [0, 2]
+
+
+def test_centres_on_the_last_edge_go_to_the_last_cell():
+    targets = [{"boxes": torch.tensor([[56.0, 56.0, 72.0, 72.0]]), "labels": torch.tensor([0])}]
+    a = assign_targets(targets, ANCHORS, STRIDE, GRID)  # centre (64, 64): cell 8 -> clamped to 7
+    assert (a.row.tolist(), a.col.tolist()) == ([7], [7])
+
+
+def test_encoding_is_the_cell_offset_and_log_anchor_factors():
+    boxes = torch.tensor([[10.0, 20.0, 34.0, 32.0]])  # centre (22, 26), 24x12
+    encoded = encode_boxes(
+        boxes, torch.tensor([3]), torch.tensor([2]), torch.tensor([[12.0, 24.0]]), 8
+    )
+    # 22/8 - 2 = 0.75, 26/8 - 3 = 0.25, log(24/12) = log 2, log(12/24) = -log 2
+    assert encoded[0].tolist() == pytest.approx([0.75, 0.25, math.log(2), -math.log(2)])
+
+
+def test_encode_then_decode_returns_the_same_boxes():
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(50, 2, generator=g) * 60
+    boxes = torch.cat([xy, xy + 1 + torch.rand(50, 2, generator=g) * 40], 1)
+    targets = [{"boxes": boxes, "labels": torch.zeros(50, dtype=torch.long)}]
+    a = assign_targets(targets, ANCHORS, STRIDE, (13, 13))
+    encoded = encode_boxes(a.boxes, a.row, a.col, ANCHORS[a.anchor], STRIDE)
+    decoded = decode_boxes(encoded, a.row, a.col, ANCHORS[a.anchor], STRIDE)
+    torch.testing.assert_close(decoded, a.boxes, atol=1e-4, rtol=0)
+    assert ((encoded[:, :2] >= 0) & (encoded[:, :2] < 1)).all()
+
+
+def test_decoding_zero_outputs_gives_anchors_centred_in_their_cells():
+    outputs = torch.zeros(1, 3, 2, 2, 5 + 4)
+    boxes, objectness, probabilities = decode_outputs(outputs, ANCHORS, STRIDE)
+    # cell (row 1, col 0): centre ((0 + 0.5)·8, (1 + 0.5)·8) = (4, 12); anchor 1 is 24x12
+    assert boxes[0, 1, 1, 0].tolist() == [4 - 12, 12 - 6, 4 + 12, 12 + 6]
+    assert objectness.unique().tolist() == [0.5]
+    assert probabilities.unique().tolist() == [0.25]
+
+
+def perfect_outputs(targets, num_classes=3):
+    """Raw outputs whose decoding is exactly the targets: logit of the offsets, log factors, a
+    confident objectness at the assigned anchors only, a confident class."""
+    outputs = torch.zeros(len(targets), len(ANCHORS), *GRID, 5 + num_classes)
+    outputs[..., 4] = -12.0
+    a = assign_targets(targets, ANCHORS, STRIDE, GRID)
+    encoded = encode_boxes(a.boxes, a.row, a.col, ANCHORS[a.anchor], STRIDE)
+    raw = torch.cat([torch.logit(encoded[:, :2]), encoded[:, 2:]], 1)
+    outputs[a.image, a.anchor, a.row, a.col, :4] = raw
+    outputs[a.image, a.anchor, a.row, a.col, 4] = 12.0
+    outputs[a.image, a.anchor, a.row, a.col, 5 + a.labels] = 12.0
+    return outputs
+
+
+def test_postprocess_of_perfect_outputs_returns_the_targets():
+    targets = targets_two_images()
+    detections = postprocess(perfect_outputs(targets), ANCHORS, STRIDE, score_threshold=0.5)
+    for found, target in zip(detections, targets, strict=True):
+        order = torch.argsort(found["boxes"][:, 0])
+        expected = torch.argsort(target["boxes"][:, 0])
+        torch.testing.assert_close(
+            found["boxes"][order], target["boxes"][expected], atol=1e-4, rtol=0
+        )
+        assert torch.equal(found["labels"][order], target["labels"][expected])
+        assert (found["scores"] > 0.99).all()
+
+
+def test_postprocess_suppresses_duplicates_of_the_same_class_only():
+    outputs = torch.full((1, 3, *GRID, 5 + 2), 0.0)
+    outputs[..., 4] = -12.0
+    # anchors 0 and 1 of cell (0, 0) predict the same 8x8 box (t_w = log(8/24) for anchor 1)
+    outputs[0, 0, 0, 0, 4] = outputs[0, 1, 0, 0, 4] = 12.0
+    outputs[0, 1, 0, 0, 2] = math.log(8 / 24)
+    outputs[0, 1, 0, 0, 3] = math.log(8 / 12)
+    outputs[0, 0, 0, 0, 5] = 5.0  # class 0
+    outputs[0, 1, 0, 0, 5] = 4.0  # class 0, a little less sure
+    assert len(postprocess(outputs, ANCHORS, STRIDE, score_threshold=0.3)[0]["boxes"]) == 1
+    outputs[0, 1, 0, 0, 5], outputs[0, 1, 0, 0, 6] = 0.0, 4.0  # now class 1
+    assert postprocess(outputs, ANCHORS, STRIDE, score_threshold=0.3)[0]["labels"].tolist() == [
+        0,
+        1,
+    ]
+
+
+@pytest.mark.parametrize("box_loss", ["ciou", "giou", "mse"])
+def test_loss_of_perfect_outputs_is_near_zero_and_below_random_outputs(box_loss):
+    targets = targets_two_images()
+    perfect, parts = yolo_loss(
+        perfect_outputs(targets), targets, ANCHORS, STRIDE, box_loss=box_loss
+    )
+    random_outputs = torch.randn(2, 3, *GRID, 8, generator=torch.Generator().manual_seed(1))
+    random_loss, _ = yolo_loss(random_outputs, targets, ANCHORS, STRIDE, box_loss=box_loss)
+    assert parts["box"] < 1e-4 and parts["cls"] < 1e-4 and parts["obj"] < 1e-3
+    assert perfect < 1e-3 < random_loss
+
+
+def test_loss_without_objects_is_only_the_no_object_term():
+    empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
+    outputs = torch.zeros(1, 3, *GRID, 8, requires_grad=True)
+    total, parts = yolo_loss(outputs, empty, ANCHORS, STRIDE)
+    # every one of the 3·8·8 anchors: BCE(logit 0, target 0) = log 2, weight 0.5, divided by 1
+    assert total.item() == pytest.approx(0.5 * 192 * math.log(2), rel=1e-6)
+    assert parts["box"] == parts["cls"] == 0.0
+    total.backward()
+    assert outputs.grad is not None
+
+
+def test_loss_ignores_unassigned_predictions_that_overlap_an_object():
+    targets = [{"boxes": torch.tensor([[0.0, 0, 8, 8]]), "labels": torch.tensor([0])}]
+    outputs = perfect_outputs(targets)
+    _, alone = yolo_loss(outputs, targets, ANCHORS, STRIDE, ignore_iou=0.3)
+    # a confident neighbour, cell (0, 1) anchor 0 at zero offsets: box (8, 0)-(16, 8), IoU 0 with
+    # the object: no-object BCE(12, 0) = softplus(12), times noobj_weight 0.5, divided by K = 1
+    outputs[0, 0, 0, 1, 4] = 12.0
+    _, penalized = yolo_loss(outputs, targets, ANCHORS, STRIDE, ignore_iou=0.3)
+    extra = 0.5 * torch.nn.functional.softplus(torch.tensor(12.0)).item()
+    assert penalized["obj"].item() == pytest.approx(alone["obj"].item() + extra, rel=1e-5)
+    # moved left to the cell's edge (sigmoid(-12) ~ 0): box (4, 0)-(12, 8), IoU 32/96 = 1/3 > 0.3
+    outputs[0, 0, 0, 1, 0] = -12.0
+    _, ignored = yolo_loss(outputs, targets, ANCHORS, STRIDE, ignore_iou=0.3)
+    _, not_ignored = yolo_loss(outputs, targets, ANCHORS, STRIDE, ignore_iou=0.4)
+    # ignored: not even its former BCE(-12, 0) = 6e-6 is counted any more
+    assert ignored["obj"].item() == pytest.approx(alone["obj"].item(), abs=1e-5)
+    assert not_ignored["obj"].item() == pytest.approx(penalized["obj"].item(), rel=1e-5)
+
+
+def test_detector_is_registered_with_the_detect_task():
+    assert "yolo" in list_models()
+    info = model_info("yolo")
+    assert info.task == "detect" and info.input_size == (1, 128, 128)
+
+
+def test_detector_output_grid_follows_the_input_size_for_multi_scale_training():
+    torch.manual_seed(0)
+    model = create_model("yolo", num_classes=3, anchors=ANCHORS.tolist()).train()
+    assert isinstance(model, YOLODetector) and model.stride == 4  # fashion_cnn's last stage
+    for size in (32, 48):
+        out = model(torch.randn(2, 1, size, size))
+        assert out.shape == (2, 3, size // 4, size // 4, 5 + 3)
+
+
+def test_detector_trains_end_to_end_on_its_loss():
+    torch.manual_seed(0)
+    model = create_model("yolo", num_classes=3, anchors=ANCHORS.tolist()).train()
+    images = torch.rand(2, 1, 32, 32)
+    targets = [{"boxes": torch.tensor([[4.0, 4.0, 20.0, 16.0]]), "labels": torch.tensor([1])}] * 2
+    loss, _ = yolo_loss(model(images), targets, model.anchors, model.stride)
+    loss.backward()
+    head_grads = [p.grad for p in model.head.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in head_grads)
+
+
+def test_objectness_starts_at_the_one_percent_prior():
+    model = create_model("yolo", num_classes=2).eval()
+    with torch.no_grad():
+        _, objectness, _ = decode_outputs(
+            model(torch.zeros(1, 1, 32, 32)), model.anchors, model.stride
+        )
+    # zero input -> zero-ish features; the BatchNorm and the bias: objectness near 0.01
+    assert objectness.mean().item() == pytest.approx(0.01, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("boxes", "message"),
+    [
+        ([[10.0, 0, 5, 10]], "expected x2 >= x1"),
+        ([[0.0, 0, 0, 10]], "expected a width and height > 0"),
+        ([[0.0, 0, float("nan"), 10]], "expected finite coordinates"),
+    ],
+)
+def test_bad_target_boxes_are_a_clear_error(boxes, message):
+    targets = [{"boxes": torch.tensor(boxes), "labels": torch.tensor([0])}]
+    with pytest.raises(ValueError, match=rf"targets\[0\]\['boxes'\].*{message}"):
+        yolo_loss(torch.zeros(1, 3, *GRID, 8), targets, ANCHORS, STRIDE)
+
+
+def test_nan_outputs_are_a_clear_error_at_postprocessing():
+    outputs = torch.zeros(1, 3, *GRID, 8)
+    outputs[0, 0, 0, 0, 4] = float("nan")
+    with pytest.raises(ValueError, match="is NaN"):
+        postprocess(outputs, ANCHORS, STRIDE)
+
+
+def test_a_batch_and_targets_of_different_lengths_are_an_error():
+    with pytest.raises(ValueError, match="1 targets for a batch of 2"):
+        yolo_loss(torch.zeros(2, 3, *GRID, 8), targets_two_images()[:1], ANCHORS, STRIDE)
+
+
+def test_bfloat16_outputs_give_a_float32_loss_and_detections():
+    # under CUDA autocast the head's outputs are bf16; the loss and the boxes are float32
+    targets = targets_two_images()
+    outputs = perfect_outputs(targets).bfloat16()
+    loss, _ = yolo_loss(outputs, targets, ANCHORS, STRIDE)
+    assert loss.dtype == torch.float32
+    assert postprocess(outputs, ANCHORS, STRIDE)[0]["boxes"].dtype == torch.float32
