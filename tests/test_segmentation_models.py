@@ -71,17 +71,23 @@ def test_a_segmentation_model_is_not_a_backbone() -> None:
         create_backbone("fcn8s", in_channels=3)
 
 
+def test_create_backbone_returns_the_extractor_and_its_stages() -> None:
+    backbone, feature_info = create_backbone("resnet18", in_channels=1)
+    assert feature_info is backbone.feature_info
+    assert len(backbone.eval()(torch.randn(1, 1, 32, 32))) == len(feature_info) == 5
+
+
 # ---- FCN structure ------------------------------------------------------------------------------------
 def test_fcn_skips_come_from_the_stride_16_and_stride_8_stages() -> None:
     model = create_model("fcn8s", num_classes=3, in_channels=1)
-    reductions = [model.backbone.feature_info[t]["reduction"] for t in model.taps]
+    reductions = [model.feature_info[t]["reduction"] for t in model.taps]
     assert reductions == [32, 16, 8]
     assert model.upsample.factor == 8
 
 
 def test_dilated_fcn_reads_a_stride_8_last_stage() -> None:
     model = create_model("fcn32s", num_classes=3, in_channels=1, dilated=True)
-    assert model.backbone.feature_info[model.taps[0]]["reduction"] == 8
+    assert model.feature_info[model.taps[0]]["reduction"] == 8
     assert model.upsample.factor == 8
 
 
@@ -171,7 +177,7 @@ def test_deeplab_aspp_has_the_1x1_three_atrous_and_image_pooling_branches() -> N
     convs = [branch[0] for branch in model.aspp.branches]
     assert [c.kernel_size for c in convs] == [(1, 1), (3, 3), (3, 3), (3, 3)]
     assert [c.dilation for c in convs] == [(1, 1), (2, 2), (4, 4), (6, 6)]
-    assert model.backbone.feature_info[-1]["reduction"] == 8  # dilated ResNet-18
+    assert model.feature_info[-1]["reduction"] == 8  # dilated ResNet-18
 
 
 # ---- transposed convolution, bilinear initialization, dilation ----------------------------------------

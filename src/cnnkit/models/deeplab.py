@@ -34,7 +34,9 @@ from cnnkit.models.features import create_backbone
 from cnnkit.models.registry import register_model
 
 
-def _conv_bn_relu(in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1):
+def _conv_bn_relu(
+    in_channels: int, out_channels: int, kernel_size: int, dilation: int = 1
+) -> nn.Sequential:
     return nn.Sequential(
         Conv2d(
             in_channels, out_channels, kernel_size, padding="same", dilation=dilation, bias=False
@@ -89,11 +91,9 @@ class DeepLab(nn.Module):
     ) -> None:
         super().__init__()
         options = {"dilated": True} if dilated else {}
-        self.backbone = create_backbone(backbone, in_channels, **options)
+        self.backbone, self.feature_info = create_backbone(backbone, in_channels, **options)
         self.num_classes = num_classes
-        self.aspp = ASPP(
-            self.backbone.feature_info[-1]["channels"], channels, atrous_rates, dropout
-        )
+        self.aspp = ASPP(self.feature_info[-1]["channels"], channels, atrous_rates, dropout)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -59,8 +59,8 @@ class FCN(nn.Module):
         if num_classes < 1:
             raise ValueError(f"FCN: num_classes={num_classes}; expected at least 1")
         options = {"dilated": True} if dilated else {}
-        self.backbone = create_backbone(backbone, in_channels, **options)
-        info = self.backbone.feature_info
+        self.backbone, info = create_backbone(backbone, in_channels, **options)
+        self.feature_info = info
         # The stages the head reads: the last one, then the deepest at half its reduction, ...
         self.taps = [len(info) - 1]
         for _ in range(skips):
@@ -74,12 +74,14 @@ class FCN(nn.Module):
                 )
             self.taps.append(candidates[-1])
         self.num_classes = num_classes
-        self.score = nn.ModuleList(
+        score_layers = [
             Conv2d(info[tap]["channels"], num_classes, 1, padding=0) for tap in self.taps
-        )
-        for layer in self.score:
+        ]
+        for layer in score_layers:
             nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+        self.score = nn.ModuleList(score_layers)
         self.upscore = nn.ModuleList(bilinear_conv_transpose(num_classes, 2) for _ in range(skips))
         self.upsample = FixedBilinearUpsample(num_classes, info[self.taps[-1]]["reduction"])
 
@@ -95,12 +97,13 @@ class FCN(nn.Module):
 _PAPER = (
     "Long, Shelhamer & Darrell, Fully Convolutional Networks for Semantic Segmentation, CVPR 2015"
 )
-# PASCAL VOC: 21 classes (20 + background), images up to 500×500; the default ResNet-18 backbone's
-# smallest input is that of resnet18.
-_FCN = dict(input_size=(3, 500, 500), min_size=32, classifier="score", paper=_PAPER, task="segment")
+# PASCAL VOC: 21 classes (20 + background), images up to 500×500; the smallest input is that of the
+# default backbone, resnet18.
 
 
-@register_model(**_FCN)
+@register_model(
+    input_size=(3, 500, 500), min_size=32, classifier="score", paper=_PAPER, task="segment"
+)
 def fcn32s(
     num_classes: int = 21, in_channels: int = 3, backbone: str = "resnet18", dilated: bool = False
 ) -> FCN:
@@ -108,17 +111,23 @@ def fcn32s(
     return FCN(num_classes, in_channels, backbone, skips=0, dilated=dilated)
 
 
-@register_model(**_FCN)
+@register_model(
+    input_size=(3, 500, 500), min_size=32, classifier="score", paper=_PAPER, task="segment"
+)
 def fcn16s(
     num_classes: int = 21, in_channels: int = 3, backbone: str = "resnet18", dilated: bool = False
 ) -> FCN:
-    """FCN-16s: FCN-32s plus a skip from the stride-16 stage."""
+    """FCN-16s: FCN-32s plus a skip from the stage at half the last one's reduction (the stride-16
+    stage of a stride-32 backbone)."""
     return FCN(num_classes, in_channels, backbone, skips=1, dilated=dilated)
 
 
-@register_model(**_FCN)
+@register_model(
+    input_size=(3, 500, 500), min_size=32, classifier="score", paper=_PAPER, task="segment"
+)
 def fcn8s(
     num_classes: int = 21, in_channels: int = 3, backbone: str = "resnet18", dilated: bool = False
 ) -> FCN:
-    """FCN-8s: FCN-16s plus a skip from the stride-8 stage."""
+    """FCN-8s: FCN-16s plus a skip from the stage at a quarter of the last one's reduction (the
+    stride-8 stage of a stride-32 backbone)."""
     return FCN(num_classes, in_channels, backbone, skips=2, dilated=dilated)

@@ -48,17 +48,19 @@ def make_feature_info(
     ]
 
 
-def create_backbone(name: str, in_channels: int, **options) -> nn.Module:
-    """A registered model built with ``features_only=True``; ``options`` go to its builder.
+def create_backbone(name: str, in_channels: int, **options) -> tuple[nn.Module, list[FeatureInfo]]:
+    """A registered model built with ``features_only=True`` (``options`` go to its builder), and its
+    ``feature_info``: ``forward(x)`` returns the maps of those stages, shallowest first.
 
-    The result's ``forward(x)`` returns the stage maps listed by its ``feature_info``. A model that
-    takes no ``features_only`` (a segmentation model, say) is not a backbone: ``ValueError``.
+    A model that takes no ``features_only`` (a segmentation model, say) is not a backbone:
+    ``ValueError``.
     """
     model = create_model(name, in_channels=in_channels, features_only=True, **options)
-    if not hasattr(model, "feature_info"):
+    feature_info = getattr(model, "feature_info", None)
+    if not isinstance(feature_info, list):
         info = model_info(name)
         raise ValueError(
             f"backbone {name!r} ({info.paper}) has no feature_info; expected a zoo model whose "
             "features_only=True returns its stage maps"
         )
-    return model
+    return model, feature_info
