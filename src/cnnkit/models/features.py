@@ -12,7 +12,7 @@ Each family states its stages once; the model carries them as ``feature_info``, 
 entry per stage, shallowest first, as timm's ``feature_info``:
 ``{"channels": C, "reduction": r, "name": module}``, where the stage's map of an H×W input is
 about H/r × W/r (exactly ``ceil(H / r)`` for the 'same'-padded models) and ``name`` the module whose
-output it is.
+output it is (for LeNet-5, the layer before its squashing function, which the layers share).
 """
 
 from __future__ import annotations
