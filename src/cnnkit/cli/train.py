@@ -133,10 +133,15 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
     from cnnkit.models import list_models, model_info
     from cnnkit.train import NonFiniteLossError, rundir, seed_everything
 
-    if args.model not in list_models():
+    if args.model not in list_models(task=None):
         raise CLIError(f"unknown model {args.model!r}; choose one of: {', '.join(list_models())}")
     pick_device(args.device)  # a bad --device fails before any data loads
     task = task_from_args(args)
+    if model_info(args.model).task != task.model_task:
+        raise CLIError(
+            f"--model {args.model} is a {model_info(args.model).task} model; the {task.name} task "
+            f"takes {task.model_task} models: {', '.join(list_models(task=task.model_task))}"
+        )
     args.out = args.out or str(default_run_dir(task.name, args.model))
     seed_everything(args.seed)
     data = load_data(

@@ -8,6 +8,12 @@ from cnnkit.layers.blocks import Bottleneck, InceptionModule, ResidualUnit, SEBl
 from cnnkit.layers.conv import Conv2d, ConvTranspose2d, SeparableConv2d
 from cnnkit.layers.norm import LocalResponseNorm
 from cnnkit.layers.pool import AvgPool2d, DepthMaxPool2d, GlobalAvgPool2d, MaxPool2d
+from cnnkit.layers.upsample import (
+    FixedBilinearUpsample,
+    bilinear_conv_transpose,
+    bilinear_kernel,
+    fit_to_size,
+)
 
 __all__ = [
     "AvgPool2d",
@@ -15,6 +21,7 @@ __all__ = [
     "Conv2d",
     "ConvTranspose2d",
     "DepthMaxPool2d",
+    "FixedBilinearUpsample",
     "GlobalAvgPool2d",
     "InceptionModule",
     "LocalResponseNorm",
@@ -22,5 +29,8 @@ __all__ = [
     "ResidualUnit",
     "SEBlock",
     "SeparableConv2d",
+    "bilinear_conv_transpose",
+    "bilinear_kernel",
+    "fit_to_size",
     "get_activation",
 ]

@@ -57,11 +57,19 @@ def _shortcut(in_channels: int, out_channels: int, stride: int) -> nn.Module:
     )
 
 
+def _dilated_padding(padding: str | int, dilation: int) -> str | int:
+    """A 3×3 conv's padding at ``dilation``: 'same' stays 'same' (the layer counts the dilated
+    extent); torchvision's symmetric int ``p`` becomes ``p * dilation`` (its ``padding=dilation``)."""
+    return padding if isinstance(padding, str) else padding * dilation
+
+
 class ResidualUnit(nn.Module):
     """The notes' residual unit (He et al., "Deep Residual Learning", CVPR 2016, fig. 2 left).
 
     3×3 conv (stride s) + BN + ReLU → 3×3 conv + BN [→ SE] → + skip → ReLU, the skip being a
     1×1 stride-s conv + BN when the shape changes. Output (N, out, ceil(H/s), ceil(W/s)).
+    ``dilation`` > 1 dilates both 3×3 convs (dilated ResNets for dense prediction; torchvision's
+    ``BasicBlock`` refuses dilation, timm's allows it).
     torchvision calls it ``BasicBlock``; its parameter names are the same, its ``downsample`` is
     our ``shortcut``.
     """
@@ -75,14 +83,18 @@ class ResidualUnit(nn.Module):
         stride: int = 1,
         padding: str | int = "same",
         se_ratio: int | None = None,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
+        padding = _dilated_padding(padding, dilation)
         self.conv1 = Conv2d(
-            in_channels, out_channels, 3, stride=stride, padding=padding, bias=False
+            in_channels, out_channels, 3, stride, padding, dilation=dilation, bias=False
         )
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = Conv2d(out_channels, out_channels, 3, padding=padding, bias=False)
+        self.conv2 = Conv2d(
+            out_channels, out_channels, 3, padding=padding, dilation=dilation, bias=False
+        )
         self.bn2 = nn.BatchNorm2d(out_channels)
         self.se = SEBlock(out_channels, se_ratio) if se_ratio else nn.Identity()
         self.shortcut = _shortcut(in_channels, out_channels, stride)
@@ -112,6 +124,7 @@ class Bottleneck(nn.Module):
         stride: int = 1,
         padding: str | int = "same",
         se_ratio: int | None = None,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         if out_channels % self.expansion:
@@ -122,7 +135,9 @@ class Bottleneck(nn.Module):
         self.conv1 = Conv2d(in_channels, width, 1, padding=0, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.act1 = nn.ReLU(inplace=True)
-        self.conv2 = Conv2d(width, width, 3, stride=stride, padding=padding, bias=False)
+        self.conv2 = Conv2d(
+            width, width, 3, stride, _dilated_padding(padding, dilation), dilation, bias=False
+        )
         self.bn2 = nn.BatchNorm2d(width)
         self.act2 = nn.ReLU(inplace=True)
         self.conv3 = Conv2d(width, out_channels, 1, padding=0, bias=False)

@@ -34,6 +34,7 @@ from torch import nn
 from cnnkit.layers.conv import Conv2d
 from cnnkit.layers.norm import LocalResponseNorm
 from cnnkit.layers.pool import MaxPool2d
+from cnnkit.models.features import make_feature_info
 from cnnkit.models.registry import register_model
 
 
@@ -44,7 +45,7 @@ def _lrn() -> LocalResponseNorm:
 class AlexNet(nn.Module):
     """Input (N, in_channels, H, W), H, W >= 67; output (N, num_classes), (N, 4096) features of F10
     when ``num_classes=0``, or with ``features_only=True`` the maps after C1 (stride 4), C3 (8),
-    C7 (16) and S8 (32)."""
+    C7 (16) and S8 (32) (``feature_info``), F9, F10 and the classifier then not built."""
 
     def __init__(
         self,
@@ -69,13 +70,18 @@ class AlexNet(nn.Module):
         self.s8 = MaxPool2d(3, 2, padding="valid")
         self.feature_channels = [96, 256, 256, 256]
         self.feature_strides = [4, 8, 16, 32]
+        self.feature_info = make_feature_info(
+            self.feature_channels, self.feature_strides, ["lrn1", "lrn3", "c7", "s8"]
+        )
         self.pool = nn.AdaptiveAvgPool2d(6)
-        self.f9 = nn.Linear(256 * 6 * 6, 4096)
-        self.f10 = nn.Linear(4096, 4096)
+        # F9, F10 and the output layer serve classification only: a feature extractor drops them.
+        self.f9: nn.Module = nn.Identity() if features_only else nn.Linear(256 * 6 * 6, 4096)
+        self.f10: nn.Module = nn.Identity() if features_only else nn.Linear(4096, 4096)
         self.act = nn.ReLU(inplace=True)
         self.dropout = nn.Dropout(dropout)
         self.num_features = 4096
-        self.fc = nn.Linear(4096, num_classes) if num_classes > 0 else nn.Identity()
+        with_fc = num_classes > 0 and not features_only
+        self.fc = nn.Linear(4096, num_classes) if with_fc else nn.Identity()
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         x1 = self.lrn1(self.c1(x))  # N x 96 x 55 x 55 (at 227 x 227)

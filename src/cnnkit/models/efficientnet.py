@@ -29,6 +29,7 @@ from torch import nn
 from torchvision.ops import StochasticDepth
 
 from cnnkit.layers.conv import Conv2d
+from cnnkit.models.features import make_feature_info
 from cnnkit.models.registry import register_model
 
 BN_EPS = 1e-3  # TensorFlow's BatchNormalization default, used by every EfficientNet checkpoint
@@ -119,7 +120,9 @@ class EfficientNetLite(nn.Module):
     """EfficientNet-Lite: stem → MBConv stages → 1×1 head conv → pool → dropout → ``fc``.
 
     ``num_classes=0`` returns the pooled 1280 features; ``features_only=True`` returns the last
-    feature map of the stages ending at strides 2, 4, 8, 16, 32 (16, 24, 40, 112, 320 channels).
+    feature map of the stages ending at strides 2, 4, 8, 16, 32 (16, 24, 40, 112, 320 channels;
+    ``feature_info``), the 1×1 head conv and the classifier then not built (``forward_features``
+    gives the blocks' output).
     """
 
     def __init__(
@@ -166,10 +169,24 @@ class EfficientNetLite(nn.Module):
                 self.feature_blocks.append(len(blocks) - 1)
                 self.feature_channels.append(channels)
         self.blocks = nn.Sequential(*blocks)
-        self.head = ConvBNAct(channels, head_channels, 1)
+        reductions, reduction = [], 2  # the stem's stride
+        for stage in stages:
+            reduction *= stage.stride
+            reductions.append(reduction)
+        kept = [i for i, s in enumerate(stages) if i == len(stages) - 1 or stages[i + 1].stride > 1]
+        self.feature_info = make_feature_info(
+            self.feature_channels,
+            [reductions[i] for i in kept],
+            [f"blocks.{i}" for i in self.feature_blocks],
+        )
+        # The 1×1 head conv feeds the classifier only: a feature extractor drops it.
+        self.head: nn.Module = (
+            nn.Identity() if features_only else ConvBNAct(channels, head_channels, 1)
+        )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(head_channels, num_classes) if num_classes > 0 else nn.Identity()
+        with_fc = num_classes > 0 and not features_only
+        self.fc = nn.Linear(head_channels, num_classes) if with_fc else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The head conv's output, N×1280×H/32×W/32 (7×7 at 224)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cnnkit.models.features import make_feature_info
 from cnnkit.models.registry import register_model
 
 
@@ -32,7 +33,7 @@ class FashionCNN(nn.Module):
 
     Output (N, num_classes) logits; (N, 64) features of the dense head with ``num_classes=0``; with
     ``features_only=True`` the maps of its three stages, 64@28×28, 128@14×14, 256@7×7 (strides 1, 2,
-    4, before each stage's pooling).
+    4, before each stage's pooling; ``feature_info``), the dense head then not built.
     """
 
     # features[start:end] of each stage (features[-1] is the flatten, which forward_features leaves out)
@@ -50,6 +51,9 @@ class FashionCNN(nn.Module):
         self.features_only = features_only
         self.feature_channels = [64, 128, 256]
         self.feature_strides = [1, 2, 4]
+        self.feature_info = make_feature_info(
+            self.feature_channels, self.feature_strides, ["features.0", "features.3", "features.6"]
+        )
         self.num_features = 64
         self.features = nn.Sequential(
             _conv(in_channels, 64, 7),  # N x 64 x 28 x 28
@@ -62,15 +66,21 @@ class FashionCNN(nn.Module):
             nn.MaxPool2d(2),  # N x 256 x 3 x 3 (Keras' 'valid' pooling floors)
             nn.Flatten(),  # N x 2304
         )
-        self.head = nn.Sequential(
-            nn.Linear(256 * 3 * 3, 128),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(128, 64),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
+        # The dense layers serve classification only: a feature extractor drops them.
+        self.head = (
+            nn.Identity()
+            if features_only
+            else nn.Sequential(
+                nn.Linear(256 * 3 * 3, 128),
+                nn.ReLU(inplace=True),
+                nn.Dropout(dropout),
+                nn.Linear(128, 64),
+                nn.ReLU(inplace=True),
+                nn.Dropout(dropout),
+            )
         )
-        self.fc = nn.Linear(64, num_classes) if num_classes > 0 else nn.Identity()
+        with_fc = num_classes > 0 and not features_only
+        self.fc = nn.Linear(64, num_classes) if with_fc else nn.Identity()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -31,6 +31,7 @@ from cnnkit.layers.blocks import InceptionModule
 from cnnkit.layers.conv import Conv2d
 from cnnkit.layers.norm import LocalResponseNorm
 from cnnkit.layers.pool import AvgPool2d, MaxPool2d
+from cnnkit.models.features import make_feature_info
 from cnnkit.models.registry import register_model
 
 # The paper's table 1: (name, #1×1, #3×3 reduce, #3×3, #5×5 reduce, #5×5, pool proj).
@@ -76,7 +77,8 @@ class GoogLeNet(nn.Module):
     """Input (N, in_channels, H, W); output (N, num_classes) logits in eval mode, ``(logits, aux1,
     aux2)`` in training mode with auxiliary classifiers, (N, 1024) pooled features when
     ``num_classes=0``, or with ``features_only=True`` the maps at strides 2 (conv1), 4 (conv3),
-    8 (3b), 16 (4e) and 32 (5b).
+    8 (3b), 16 (4e) and 32 (5b) (``feature_info``); a feature extractor builds neither the
+    classifier nor the auxiliary classifiers.
     """
 
     def __init__(
@@ -110,13 +112,25 @@ class GoogLeNet(nn.Module):
         self.pool4 = MaxPool2d(3, 2, padding="same")
         self.feature_channels = [64, 192, 480, 832, 1024]
         self.feature_strides = [2, 4, 8, 16, 32]
+        self.feature_info = make_feature_info(
+            self.feature_channels,
+            self.feature_strides,
+            [
+                "conv1",
+                "conv3",
+                "inception.inception3b",
+                "inception.inception4e",
+                "inception.inception5b",
+            ],
+        )
 
-        with_aux = aux_classifiers and num_classes > 0
+        with_head = num_classes > 0 and not features_only
+        with_aux = aux_classifiers and with_head
         self.aux1 = InceptionAux(512, num_classes, aux_dropout) if with_aux else None
         self.aux2 = InceptionAux(528, num_classes, aux_dropout) if with_aux else None
         self.num_features = width
         self.dropout = nn.Dropout(dropout)
-        self.fc = nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity()
+        self.fc = nn.Linear(width, num_classes) if with_head else nn.Identity()
 
     def _run(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Stage maps and auxiliary logits (the latter only in training mode)."""

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.layers.conv import Conv2d
+from cnnkit.models.features import make_feature_info
 from cnnkit.models.registry import register_model
 
 # Table I of the paper: the S2 maps (0-5) each C3 map (0-15) is connected to.
@@ -149,7 +150,8 @@ class RBFOutput(nn.Module):
 class LeNet5(nn.Module):
     """Input (N, in_channels, 32, 32) or larger, normalized as ``preprocess``; output (N, num_classes)
     scores (negated RBF distances, or logits with ``head="softmax"``), (N, 84) F6 features when
-    ``num_classes=0``, or with ``features_only=True`` the maps of C1, S2, C3, S4 and C5."""
+    ``num_classes=0``, or with ``features_only=True`` the maps of C1, S2, C3, S4 and C5
+    (``feature_info``), F6 and the output layer then not built."""
 
     def __init__(
         self,
@@ -171,17 +173,23 @@ class LeNet5(nn.Module):
         self.c3 = PartialConv2d(6, C3_CONNECTIONS, 5)
         self.s4 = TrainableSubsampling(16)
         self.c5 = Conv2d(16, 120, 5, padding="valid")
-        self.f6 = nn.Linear(120, 84)
+        # F6 and the output layer serve classification only: a feature extractor drops them.
+        self.f6: nn.Module = nn.Identity() if features_only else nn.Linear(120, 84)
         self.feature_channels = [6, 6, 16, 16, 120]
         self.feature_strides = [1, 2, 2, 4, 4]
+        self.feature_info = make_feature_info(
+            self.feature_channels, self.feature_strides, ["c1", "s2", "c3", "s4", "c5"]
+        )
         self.num_features = 84
-        if num_classes == 0:
+        if features_only or num_classes == 0:
             self.fc: nn.Module = nn.Identity()
         elif head == "rbf":
             self.fc = RBFOutput(num_classes)
         else:
             self.fc = nn.Linear(84, num_classes)
         for layer in (self.c1, self.c5, self.f6):
+            if not isinstance(layer, nn.Conv2d | nn.Linear):
+                continue
             bound = 2.4 / (layer.weight[0].numel())  # appendix C: ±2.4 / fan-in
             nn.init.uniform_(layer.weight, -bound, bound)
             nn.init.uniform_(layer.bias, -bound, bound)

@@ -2,7 +2,9 @@
 
 ``@register_model(...)`` records a builder under its function name together with what users and
 tools need to know without building it: the paper's input size, the smallest input it accepts, the
-attribute path of its classifier (so transfer learning knows where the head is) and the paper.
+attribute path of its classifier (so transfer learning knows where the head is), the paper, and the
+task whose output contract it follows: "classify" ((N, num_classes) logits) or "segment"
+((N, num_classes, H, W) logits at the input size).
 """
 
 from __future__ import annotations
@@ -25,11 +27,10 @@ class ModelInfo:
     min_size: int  # smallest height/width the model accepts
     classifier: str  # attribute path of the final dense layer, e.g. "fc" or "head.fc"
     paper: str
-    task: str = (
-        "classify"  # what its output is: "classify" (N, num_classes) or "detect" (YOLO grid)
-    )
+    task: str = "classify"  # the output contract (docs/ARCHITECTURE.md): classify, detect, segment
 
 
+TASKS = ("classify", "detect", "segment")
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
@@ -43,8 +44,10 @@ def register_model(
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a builder ``fn(num_classes=..., in_channels=..., **options) -> nn.Module``.
 
-    ``task="classify"`` models follow the model contract (``docs/ARCHITECTURE.md``); ``"detect"``
-    models (``models/yolo.py``) return a detection grid instead of class scores."""
+    ``task`` names the output contract (``docs/ARCHITECTURE.md``): ``"classify"`` (N, num_classes)
+    logits, ``"detect"`` a detection grid (``models/yolo.py``), ``"segment"`` (N, K, H, W) logits."""
+    if task not in TASKS:
+        raise ValueError(f"register_model: task={task!r}; expected one of {', '.join(TASKS)}")
 
     def decorate(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = fn.__name__
@@ -56,9 +59,19 @@ def register_model(
     return decorate
 
 
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a shell-style ``pattern``, sorted."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+def list_models(pattern: str = "*", task: str | None = "classify") -> list[str]:
+    """Registered model names matching a shell-style ``pattern``, sorted.
+
+    Only the models of ``task`` ("classify" by default, the contract every caller relied on before
+    segmentation models joined the registry); ``task=None`` lists every task's models.
+    """
+    if task is not None and task not in TASKS:
+        raise ValueError(f"list_models: task={task!r}; expected None or one of {', '.join(TASKS)}")
+    return sorted(
+        n
+        for n, info in _REGISTRY.items()
+        if fnmatch.fnmatch(n, pattern) and (task is None or info.task == task)
+    )
 
 
 def model_info(name: str) -> ModelInfo:
@@ -67,7 +80,7 @@ def model_info(name: str) -> ModelInfo:
         return _REGISTRY[name]
     except KeyError:
         raise ValueError(
-            f"unknown model {name!r}; choose one of: {', '.join(list_models())}"
+            f"unknown model {name!r}; choose one of: {', '.join(list_models(task=None))}"
         ) from None
 
 

@@ -18,6 +18,13 @@ units per stage and options. The units are the notes' ``ResidualUnit`` (torchvis
 - ``resnet18_small``, ``resnet34_small``, ``resnet50_small``: for 28×28 and 32×32 images, a 3×3
   stride-1 stem and no max pool, the ImageNet widths and depths otherwise (the common CIFAR adaptation,
   not the paper's §4.2 CIFAR nets of 16/32/64 maps): the stages run at strides 1, 2, 4, 8.
+
+Every builder takes ``dilated=True`` for dense prediction (Yu & Koltun, "Multi-Scale Context
+Aggregation by Dilated Convolutions", ICLR 2016; Chen et al., DeepLab, TPAMI 2018): the last two
+stages keep the resolution of the second (stride 8 for the ImageNet stem) and dilate their 3×3
+convolutions by 2 and 4 instead, torchvision's ``replace_stride_with_dilation=[False, True, True]``:
+as there, the first unit of a dilated stage keeps the previous stage's dilation (1, then 2). The
+weights are unchanged, so a classification checkpoint loads into a dilated backbone.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from torch import nn
 from cnnkit.layers.blocks import Bottleneck, ResidualUnit
 from cnnkit.layers.conv import Conv2d
 from cnnkit.layers.pool import MaxPool2d
+from cnnkit.models.features import make_feature_info
 from cnnkit.models.registry import register_model
 
 Block = type[ResidualUnit] | type[Bottleneck]
@@ -41,7 +49,8 @@ class ResNet(nn.Module):
 
     Input (N, in_channels, H, W) with H, W >= 1; ``forward`` returns (N, num_classes) logits,
     (N, features) pooled features when ``num_classes=0``, or the list of stage feature maps when
-    ``features_only=True`` (stem output, then the four stages; ``feature_strides`` lists their strides).
+    ``features_only=True`` (stem output, then the four stages; ``feature_info`` lists their channels,
+    strides and module names; the classifier is then not built).
 
     Args:
         block: ``ResidualUnit`` (18, 34) or ``Bottleneck`` (50, 101, 152).
@@ -49,6 +58,7 @@ class ResNet(nn.Module):
         stem: "imagenet" (7×7/2 conv, 3×3/2 max pool) or "small" (3×3/1 conv, no pool).
         padding: "symmetric" (torchvision's ``k // 2``) or "same" (TensorFlow's, as the notes).
         se_ratio: add an SE block with this reduction ratio to every unit (SE-ResNet).
+        dilated: the last two stages at stride 1 with dilation 2 and 4 (output stride 8).
     """
 
     def __init__(
@@ -62,6 +72,7 @@ class ResNet(nn.Module):
         se_ratio: int | None = None,
         widths: Sequence[int] = (64, 128, 256, 512),
         features_only: bool = False,
+        dilated: bool = False,
     ) -> None:
         super().__init__()
         if stem not in ("imagenet", "small"):
@@ -88,9 +99,13 @@ class ResNet(nn.Module):
         stages, in_width = [], stem_width
         self.feature_channels, self.feature_strides = [stem_width], [stem_stride]
         stride_so_far = stem_stride * (2 if stem == "imagenet" else 1)
+        dilation = 1
         for index, (units, width) in enumerate(zip(layers, widths, strict=True)):
             out_width = width * block.expansion
             stride = 1 if index == 0 else 2
+            first_dilation = dilation
+            if dilated and index >= 2:  # trade the stride for dilation (torchvision's rule)
+                dilation, stride = dilation * stride, 1
             units_list = []
             for unit in range(units):
                 units_list.append(
@@ -100,6 +115,7 @@ class ResNet(nn.Module):
                         stride=stride if unit == 0 else 1,
                         padding="same" if same else 1,
                         se_ratio=se_ratio,
+                        dilation=first_dilation if unit == 0 else dilation,
                     )
                 )
                 in_width = out_width
@@ -108,8 +124,14 @@ class ResNet(nn.Module):
             self.feature_channels.append(out_width)
             self.feature_strides.append(stride_so_far)
         self.stages = nn.Sequential(*stages)
+        self.feature_info = make_feature_info(
+            self.feature_channels,
+            self.feature_strides,
+            ["stem", *(f"stages.{i}" for i in range(len(stages)))],
+        )
         self.num_features = in_width
-        self.fc = nn.Linear(in_width, num_classes) if num_classes > 0 else nn.Identity()
+        with_fc = num_classes > 0 and not features_only
+        self.fc = nn.Linear(in_width, num_classes) if with_fc else nn.Identity()
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -149,7 +171,12 @@ _SMALL = dict(input_size=(3, 32, 32), min_size=8, classifier="fc")
 
 
 @register_model(**_IMAGENET, paper=_PAPER)
-def resnet18(num_classes: int = 1000, in_channels: int = 3, features_only: bool = False) -> ResNet:
+def resnet18(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    features_only: bool = False,
+    dilated: bool = False,
+) -> ResNet:
     """ResNet-18 (11,689,512 parameters at 1000 classes, as torchvision's)."""
     return ResNet(
         ResidualUnit,
@@ -157,11 +184,17 @@ def resnet18(num_classes: int = 1000, in_channels: int = 3, features_only: bool 
         num_classes=num_classes,
         in_channels=in_channels,
         features_only=features_only,
+        dilated=dilated,
     )
 
 
 @register_model(**_IMAGENET, paper=_PAPER)
-def resnet34(num_classes: int = 1000, in_channels: int = 3, features_only: bool = False) -> ResNet:
+def resnet34(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    features_only: bool = False,
+    dilated: bool = False,
+) -> ResNet:
     """ResNet-34 (21,797,672 parameters at 1000 classes, as torchvision's)."""
     return ResNet(
         ResidualUnit,
@@ -169,11 +202,17 @@ def resnet34(num_classes: int = 1000, in_channels: int = 3, features_only: bool 
         num_classes=num_classes,
         in_channels=in_channels,
         features_only=features_only,
+        dilated=dilated,
     )
 
 
 @register_model(**_IMAGENET, paper=_PAPER)
-def resnet50(num_classes: int = 1000, in_channels: int = 3, features_only: bool = False) -> ResNet:
+def resnet50(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    features_only: bool = False,
+    dilated: bool = False,
+) -> ResNet:
     """ResNet-50 (25,557,032 parameters at 1000 classes, as torchvision's)."""
     return ResNet(
         Bottleneck,
@@ -181,11 +220,17 @@ def resnet50(num_classes: int = 1000, in_channels: int = 3, features_only: bool 
         num_classes=num_classes,
         in_channels=in_channels,
         features_only=features_only,
+        dilated=dilated,
     )
 
 
 @register_model(**_IMAGENET, paper=_PAPER)
-def resnet101(num_classes: int = 1000, in_channels: int = 3, features_only: bool = False) -> ResNet:
+def resnet101(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    features_only: bool = False,
+    dilated: bool = False,
+) -> ResNet:
     """ResNet-101 (44,549,160 parameters at 1000 classes, as torchvision's)."""
     return ResNet(
         Bottleneck,
@@ -193,11 +238,17 @@ def resnet101(num_classes: int = 1000, in_channels: int = 3, features_only: bool
         num_classes=num_classes,
         in_channels=in_channels,
         features_only=features_only,
+        dilated=dilated,
     )
 
 
 @register_model(**_IMAGENET, paper=_PAPER)
-def resnet152(num_classes: int = 1000, in_channels: int = 3, features_only: bool = False) -> ResNet:
+def resnet152(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    features_only: bool = False,
+    dilated: bool = False,
+) -> ResNet:
     """ResNet-152 (60,192,808 parameters at 1000 classes, as torchvision's)."""
     return ResNet(
         Bottleneck,
@@ -205,6 +256,7 @@ def resnet152(num_classes: int = 1000, in_channels: int = 3, features_only: bool
         num_classes=num_classes,
         in_channels=in_channels,
         features_only=features_only,
+        dilated=dilated,
     )
 
 
@@ -215,7 +267,7 @@ def resnet152(num_classes: int = 1000, in_channels: int = 3, features_only: bool
     paper="Géron, Hands-On Machine Learning (2019), ch. 14, 'Implementing a ResNet-34 CNN Using Keras'",
 )
 def resnet34_notes(
-    num_classes: int = 10, in_channels: int = 3, features_only: bool = False
+    num_classes: int = 10, in_channels: int = 3, features_only: bool = False, dilated: bool = False
 ) -> ResNet:
     """The notes' Keras ResNet-34: 'same' padding, Dense(10) head; 21,289,802 trainable parameters."""
     return ResNet(
@@ -225,12 +277,17 @@ def resnet34_notes(
         in_channels=in_channels,
         padding="same",
         features_only=features_only,
+        dilated=dilated,
     )
 
 
 @register_model(**_IMAGENET, paper=_SE_PAPER)
 def se_resnet50(
-    num_classes: int = 1000, in_channels: int = 3, features_only: bool = False, se_ratio: int = 16
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    features_only: bool = False,
+    dilated: bool = False,
+    se_ratio: int = 16,
 ) -> ResNet:
     """SE-ResNet-50 (28,088,024 parameters at 1000 classes, as timm's ``seresnet50``)."""
     return ResNet(
@@ -240,12 +297,13 @@ def se_resnet50(
         in_channels=in_channels,
         se_ratio=se_ratio,
         features_only=features_only,
+        dilated=dilated,
     )
 
 
 @register_model(**_SMALL, paper=_PAPER)
 def resnet18_small(
-    num_classes: int = 10, in_channels: int = 3, features_only: bool = False
+    num_classes: int = 10, in_channels: int = 3, features_only: bool = False, dilated: bool = False
 ) -> ResNet:
     """ResNet-18 for 28×28/32×32 images: 3×3 stride-1 stem, no max pool."""
     return ResNet(
@@ -255,12 +313,13 @@ def resnet18_small(
         in_channels=in_channels,
         stem="small",
         features_only=features_only,
+        dilated=dilated,
     )
 
 
 @register_model(**_SMALL, paper=_PAPER)
 def resnet34_small(
-    num_classes: int = 10, in_channels: int = 3, features_only: bool = False
+    num_classes: int = 10, in_channels: int = 3, features_only: bool = False, dilated: bool = False
 ) -> ResNet:
     """ResNet-34 for 28×28/32×32 images: 3×3 stride-1 stem, no max pool."""
     return ResNet(
@@ -270,12 +329,13 @@ def resnet34_small(
         in_channels=in_channels,
         stem="small",
         features_only=features_only,
+        dilated=dilated,
     )
 
 
 @register_model(**_SMALL, paper=_PAPER)
 def resnet50_small(
-    num_classes: int = 10, in_channels: int = 3, features_only: bool = False
+    num_classes: int = 10, in_channels: int = 3, features_only: bool = False, dilated: bool = False
 ) -> ResNet:
     """ResNet-50 for 28×28/32×32 images: 3×3 stride-1 stem, no max pool."""
     return ResNet(
@@ -285,4 +345,5 @@ def resnet50_small(
         in_channels=in_channels,
         stem="small",
         features_only=features_only,
+        dilated=dilated,
     )

@@ -21,6 +21,7 @@ from torch import nn
 
 from cnnkit.layers.conv import Conv2d
 from cnnkit.layers.pool import MaxPool2d
+from cnnkit.models.features import make_feature_info
 from cnnkit.models.registry import register_model
 
 # Convolutions per stage; the widths are 64, 128, 256, 512, 512 for every configuration.
@@ -34,7 +35,8 @@ VGG_WIDTHS = (64, 128, 256, 512, 512)
 class VGG(nn.Module):
     """Input (N, in_channels, H, W), H, W >= 32; output (N, num_classes), (N, 4096) pooled features
     when ``num_classes=0`` (the second hidden dense layer, timm's ``pre_logits``), or with
-    ``features_only=True`` the five stage outputs, each after its max pool (strides 2, 4, 8, 16, 32).
+    ``features_only=True`` the five stage outputs, each after its max pool (strides 2, 4, 8, 16, 32;
+    ``feature_info``), the dense layers then not built.
     """
 
     def __init__(
@@ -59,19 +61,28 @@ class VGG(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.feature_channels = list(VGG_WIDTHS)
         self.feature_strides = [2, 4, 8, 16, 32]
+        self.feature_info = make_feature_info(
+            self.feature_channels, self.feature_strides, [f"stages.{i}" for i in range(5)]
+        )
         self.pool = nn.AdaptiveAvgPool2d(7)
-        self.pre_logits = nn.Sequential(
-            OrderedDict(
-                fc1=nn.Linear(512 * 7 * 7, 4096),
-                act1=nn.ReLU(inplace=True),
-                drop1=nn.Dropout(dropout),
-                fc2=nn.Linear(4096, 4096),
-                act2=nn.ReLU(inplace=True),
-                drop2=nn.Dropout(dropout),
+        # The dense layers serve classification only: a feature extractor drops them.
+        self.pre_logits = (
+            nn.Identity()
+            if features_only
+            else nn.Sequential(
+                OrderedDict(
+                    fc1=nn.Linear(512 * 7 * 7, 4096),
+                    act1=nn.ReLU(inplace=True),
+                    drop1=nn.Dropout(dropout),
+                    fc2=nn.Linear(4096, 4096),
+                    act2=nn.ReLU(inplace=True),
+                    drop2=nn.Dropout(dropout),
+                )
             )
         )
         self.num_features = 4096
-        self.fc = nn.Linear(4096, num_classes) if num_classes > 0 else nn.Identity()
+        with_fc = num_classes > 0 and not features_only
+        self.fc = nn.Linear(4096, num_classes) if with_fc else nn.Identity()
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         maps = []

@@ -20,6 +20,7 @@ from torch import nn
 
 from cnnkit.layers.conv import Conv2d, SeparableConv2d
 from cnnkit.layers.pool import MaxPool2d
+from cnnkit.models.features import make_feature_info
 from cnnkit.models.registry import register_model
 
 BN_EPS = 1e-3  # Keras' BatchNormalization default
@@ -72,7 +73,8 @@ class XceptionBlock(nn.Module):
 class Xception(nn.Module):
     """Input (N, in_channels, H, W), H, W >= 71; output (N, num_classes), (N, 2048) pooled features
     when ``num_classes=0``, or with ``features_only=True`` the maps at strides 2 (stem), 4, 8, 16
-    (end of the middle flow) and 32 (end of the exit flow)."""
+    (end of the middle flow) and 32 (end of the exit flow) (``feature_info``), the classifier then
+    not built."""
 
     def __init__(
         self,
@@ -107,8 +109,14 @@ class Xception(nn.Module):
         )
         self.feature_channels = [64, 128, 256, 728, 2048]
         self.feature_strides = [2, 4, 8, 16, 32]
+        self.feature_info = make_feature_info(
+            self.feature_channels,
+            self.feature_strides,
+            ["stem", "entry2", "entry3", "middle", "exit"],
+        )
         self.num_features = 2048
-        self.fc = nn.Linear(2048, num_classes) if num_classes > 0 else nn.Identity()
+        with_fc = num_classes > 0 and not features_only
+        self.fc = nn.Linear(2048, num_classes) if with_fc else nn.Identity()
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         x1 = self.stem(x)  # N x 64 x 147 x 147 (at 299 x 299)

@@ -111,6 +111,8 @@ class Task(ABC):
     name: ClassVar[str]
     monitor: ClassVar[str] = "val_loss"
     monitor_mode: ClassVar[str] = "min"
+    #: the registry's output contract of the models this task trains (``ModelInfo.task``)
+    model_task: ClassVar[str] = "classify"
     #: the keys of a training row to print in the progress bar, with their short names
     progress_keys: ClassVar[dict[str, str]] = {}
 
