@@ -12,7 +12,8 @@ to that folder):
 
 - ``coco`` (``DIR/annotations.json``; Lin et al. 2014, the COCO data format): ``bbox`` is
   ``[x, y, w, h]`` in the same continuous coordinates, so ``x2 = x + w``; category ids may be
-  non-contiguous and are kept (``Annotations.category_ids``) for writing back; ``segmentation`` is
+  non-contiguous and are kept (``Annotations.category_ids``, classes in the file's order) for
+  writing back; ``segmentation`` is
   read as polygons or RLE (compressed or not) through ``pycocotools.mask`` and written as compressed
   RLE, which is exact; ``iscrowd`` is kept; image ids are kept (``AnnotatedImage.image_id``);
   annotation ids are renumbered 1, 2, ... on writing.
@@ -396,9 +397,6 @@ def _read_coco(
             raise AnnotationError(path, where, "id", f"category id {cid} appears twice")
         category_ids.append(cid)
         classes.append(name)
-    order = sorted(range(len(category_ids)), key=category_ids.__getitem__)
-    category_ids = [category_ids[i] for i in order]
-    classes = [classes[i] for i in order]
     label_of = {cid: i for i, cid in enumerate(category_ids)}
 
     images: dict[int, AnnotatedImage] = {}
@@ -1187,18 +1185,27 @@ def read_annotations(
     issues = _Issues(skip_invalid)
     root = Path(image_root) if image_root is not None else None
     if format == "coco":
-        return _read_coco(path / COCO_FILE if path.is_dir() else path, issues, root, check_images)
-    if format == "voc":
-        return _read_voc(path if path.is_dir() else path.parent, issues, classes, check_images)
-    if format == "yolo":
+        result = _read_coco(path / COCO_FILE if path.is_dir() else path, issues, root, check_images)
+    elif format == "voc":
+        result = _read_voc(path if path.is_dir() else path.parent, issues, classes, check_images)
+    elif format == "yolo":
         if path.is_dir():
             path = path / YOLO_FILE if (path / YOLO_FILE).is_file() else path / "data.yml"
-        return _read_yolo(path, issues, check_images)
-    if format == "via":
-        return _read_via(
-            path / VIA_FILE if path.is_dir() else path, issues, classes, class_attribute, root
+        result = _read_yolo(path, issues, check_images)
+    elif format == "via":
+        via_file = path / VIA_FILE if path.is_dir() else path
+        result = _read_via(via_file, issues, classes, class_attribute, root)
+    else:
+        result = _read_labelme(
+            path if path.is_dir() else path.parent, issues, classes, check_images
         )
-    return _read_labelme(path if path.is_dir() else path.parent, issues, classes, check_images)
+    if any(image.masks is not None for image in result.images):
+        for (
+            image
+        ) in result.images:  # in a dataset with masks, an image without objects has (0, H, W)
+            if not len(image) and image.masks is None:
+                image.masks = torch.zeros(0, image.height, image.width, dtype=torch.bool)
+    return result
 
 
 def validate_annotations(annotations: Annotations) -> None:
