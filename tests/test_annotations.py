@@ -176,6 +176,7 @@ def test_via_and_labelme_write_rectangles(tmp_path):
     assert labelme["imagePath"] == "../images/x.png"
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools 2.0.x under NumPy 2
 def test_pycocotools_loads_the_coco_output_and_its_masks_equal_ours(tmp_path):
     from pycocotools.coco import COCO
 

@@ -62,6 +62,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -260,12 +261,21 @@ def _class_index(
     return classes.index(name)
 
 
+def _decode(rle: dict[str, Any]) -> torch.Tensor:
+    """An RLE decoded by ``pycocotools.mask`` into a bool (H, W) tensor."""
+    from pycocotools import mask as mask_utils
+
+    with warnings.catch_warnings():  # pycocotools 2.0.x + NumPy 2: a DeprecationWarning per call
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="pycocotools")
+        return torch.from_numpy(mask_utils.decode(rle).astype(bool))
+
+
 def _polygon_mask(points: Sequence[float], height: int, width: int) -> torch.Tensor:
     """A polygon ``[x0, y0, x1, y1, ...]`` rasterized by ``pycocotools.mask`` (COCO's rule)."""
     from pycocotools import mask as mask_utils
 
     rle = mask_utils.merge(mask_utils.frPyObjects([list(map(float, points))], height, width))
-    return torch.from_numpy(mask_utils.decode(rle).astype(bool))
+    return _decode(rle)
 
 
 def _image_size(path: Path, file: Path | str, where: str, name: str) -> tuple[int, int]:
@@ -374,7 +384,7 @@ def _coco_segmentation(
             "segmentation",
             f"found {_describe(segmentation)}, expected polygons or RLE",
         )
-    return torch.from_numpy(mask_utils.decode(rle).astype(bool))
+    return _decode(rle)
 
 
 def _read_coco(
@@ -478,7 +488,8 @@ def _render_coco(annotations: Annotations) -> dict[str, bytes]:
     from pycocotools import mask as mask_utils
 
     ids = annotations.category_ids or list(range(1, len(annotations.classes) + 1))
-    images, objects = [], []
+    images: list[dict[str, Any]] = []
+    objects: list[dict[str, Any]] = []
     for k, image in enumerate(annotations.images):
         iid = image.image_id if image.image_id is not None else k + 1
         images.append(
@@ -826,27 +837,21 @@ def _read_via(
         if "_via_img_metadata" in data
         else data
     )
-    declared = (
-        data.get("_via_attributes", {}).get("region", {}) if "_via_attributes" in data else {}
-    )
+    declared = _nested(data, "_via_attributes", "region") or {}
     attribute = class_attribute or next(iter(declared), None)
-    classes, fixed, source = (
-        (list(classes_arg), True, "the classes argument")
-        if classes_arg is not None
-        else ([], False, "")
-    )
-    if not fixed and attribute in declared and declared[attribute].get("options"):
-        classes, fixed, source = (
-            list(declared[attribute]["options"]),
-            True,
-            f"_via_attributes.region.{attribute}.options",
-        )
+    classes, fixed, source = [], False, ""
+    options = _nested(declared, attribute or "", "options")
+    if classes_arg is not None:
+        classes, fixed, source = list(classes_arg), True, "the classes argument"
+    elif options:
+        classes, fixed = list(options), True
+        source = f"_via_attributes.region.{attribute}.options"
     root = image_root
     if root is None:
-        folder = data.get("_via_settings", {}).get("core", {}).get("default_filepath", "")
+        folder = _nested(data, "_via_settings", "core", "default_filepath") or ""
         root = (
             path.parent / folder
-            if folder and (path.parent / folder).is_dir()
+            if isinstance(folder, str) and folder and (path.parent / folder).is_dir()
             else _images_folder(path.parent)
         )
     images = []
@@ -926,6 +931,16 @@ def _read_via(
     if not fixed:
         classes = _sorted_classes(classes, images)
     return Annotations(classes, images, None, root, issues.messages)
+
+
+def _nested(data: Any, *keys: str) -> Any:
+    """``data[k1][k2]...``, or None where a level is missing or not an object (VIA's optional
+    project blocks)."""
+    for key in keys:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
 
 
 def _render_via(annotations: Annotations) -> dict[str, bytes]:
@@ -1069,7 +1084,7 @@ def _render_labelme(annotations: Annotations) -> dict[str, bytes]:
     for image in annotations.images:
         json_name = Path(LABELME_FOLDER) / Path(image.file_name).with_suffix(".json")
         image_path = os.path.relpath(Path(IMAGES_FOLDER) / image.file_name, json_name.parent)
-        shapes = []
+        shapes: list[dict[str, Any]] = []
         for j in range(len(image)):
             x1, y1, x2, y2 = (_plain(v) for v in image.boxes[j].tolist())
             shapes.append(
@@ -1082,7 +1097,7 @@ def _render_labelme(annotations: Annotations) -> dict[str, bytes]:
                     "flags": {},
                 }
             )
-        data = {
+        data: dict[str, Any] = {
             "version": "5.4.1",
             "flags": {},
             "shapes": shapes,
