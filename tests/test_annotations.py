@@ -411,6 +411,16 @@ def test_a_yolo_class_beyond_the_names_is_an_error(tmp_path):
     )
 
 
+def test_a_yolo_box_overshooting_by_its_rounding_is_clipped_to_the_edge(tmp_path):
+    # 6 decimals: cx + w/2 = 0.9123455 + 0.175311/2 = 1.0000010 → x2 = 40.00004 px, within 0.01 px
+    write_images(tmp_path / "images", {"x.png": (40, 20)})
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "x.txt").write_text("0 0.9123455 0.5 0.175311 0.2\n")
+    (tmp_path / "data.yaml").write_text("names: [cat]\n")
+    x2 = read_annotations(tmp_path).images[0].boxes[0, 2]
+    assert x2 == 40.0
+
+
 def test_an_annotation_of_a_missing_image_is_an_error(tmp_path):
     path = coco_file(tmp_path, image_id=2)
     with pytest.raises(

@@ -47,7 +47,8 @@ LabelMe as rectangles: masks survive writing in COCO only.
 
 Errors: anything malformed (a missing field, a wrong type, a box outside the image or with
 ``x2 <= x1``, an unknown class, a missing image) raises one ``AnnotationError`` naming the file, the
-record and the field. With ``skip_invalid=True`` the bad record (an object, or an image with all its
+record and the field (a box overshooting the image by at most ``EDGE_TOLERANCE`` = 0.01 pixel,
+the rounding of the stored numbers, is clipped to the edge instead). With ``skip_invalid=True`` the bad record (an object, or an image with all its
 objects) is left out and its message appended to ``Annotations.warnings``.
 
 Writing never leaves a half-written dataset: every record is validated and every file rendered in
@@ -82,6 +83,9 @@ YOLO_FILE = "data.yaml"
 VIA_FILE = "via_project.json"
 LABELME_FOLDER = "labelme"
 CLASSES_FILE = "classes.txt"
+# A box may overshoot the image by this much (pixels) and is clipped: the rounding of files that
+# store 2 decimals (COCO) or normalized 6-decimal numbers (YOLO), never a real annotation error.
+EDGE_TOLERANCE = 0.01
 IN_MEMORY = "<annotations>"  # the "file" named by errors about records that came from memory
 
 
@@ -225,9 +229,16 @@ def _text_number(
 
 
 def _check_box(
-    box: Sequence[float], width: int, height: int, file: Path | str, where: str, name: str
+    box: Sequence[float],
+    width: int,
+    height: int,
+    file: Path | str,
+    where: str,
+    name: str,
+    tolerance: float = EDGE_TOLERANCE,
 ) -> list[float]:
-    """``box`` (xyxy, float64) as float32 values, or an error if empty or outside the image."""
+    """``box`` (xyxy, float64) as float32 values, or an error if empty or outside the image. An
+    overshoot of at most ``tolerance`` pixels is the file's rounding and is clipped to the edge."""
     x1, y1, x2, y2 = (float(np.float32(v)) for v in box)
     shown = "[" + ", ".join(f"{v:g}" for v in (x1, y1, x2, y2)) + "] (x1, y1, x2, y2)"
     if not all(np.isfinite([x1, y1, x2, y2])):
@@ -236,7 +247,7 @@ def _check_box(
         raise AnnotationError(
             file, where, name, f"box {shown} is empty: expected x2 > x1 and y2 > y1"
         )
-    if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
+    if min(x1, y1) < -tolerance or x2 > width + tolerance or y2 > height + tolerance:
         raise AnnotationError(
             file,
             where,
@@ -244,7 +255,7 @@ def _check_box(
             f"box {shown} lies outside the image, expected 0 <= x1 < x2 <= {width} and "
             f"0 <= y1 < y2 <= {height}",
         )
-    return [x1, y1, x2, y2]
+    return [max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))]
 
 
 def _class_index(
@@ -1246,9 +1257,8 @@ def validate_annotations(annotations: Annotations) -> None:
         seen.add(image.file_name)
         for j in range(len(image)):
             where = f"{record} object {j}"
-            _check_box(
-                image.boxes[j].tolist(), image.width, image.height, IN_MEMORY, where, "boxes"
-            )
+            box = image.boxes[j].tolist()
+            _check_box(box, image.width, image.height, IN_MEMORY, where, "boxes", tolerance=0.0)
             label = int(image.labels[j])
             if not 0 <= label < n:
                 raise AnnotationError(
