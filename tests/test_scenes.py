@@ -143,6 +143,19 @@ def test_horizontal_flip_moves_boxes_and_masks_with_the_image(fashion_mnist, tmp
     )
 
 
+def test_in_memory_targets_flip_with_the_image_like_the_dataset_ones(fashion_mnist):
+    from torchvision import tv_tensors
+
+    scenes = make_scenes(1, "test", 0, data=fashion_mnist[2])
+    image, target = v2.RandomHorizontalFlip(p=1.0)(
+        tv_tensors.Image(scenes.images[0]), scenes.target(0)
+    )
+    assert torch.equal(target["masks"], scenes.masks(0).flip(-1))
+    assert torch.equal(
+        target["boxes"], masks_to_boxes(target["masks"]) + torch.tensor([0, 0, 1, 1])
+    )
+
+
 def test_scenes_written_as_coco_read_back_with_the_same_masks(fashion_mnist, tmp_path):
     from cnnkit.data.annotations import write_dataset
 

@@ -121,10 +121,7 @@ def make_scenes(args: argparse.Namespace) -> int:
     def write_images(folder: Path) -> None:
         scenes.save_images(folder)
         if count:  # inside the temporary folder, so the preview appears with the rest
-            targets = [
-                {"boxes": scenes.boxes[i], "labels": scenes.labels[i], "masks": scenes.masks(i)}
-                for i in range(count)
-            ]
+            targets = [scenes.target(i) for i in range(count)]
             images = [scenes.images[i] for i in range(count)]
             save_annotation_grid(folder.parent / PREVIEW, images, targets, scenes.classes)
 
