@@ -119,6 +119,63 @@ def test_voc_round_trip_keeps_difficult_and_truncated(tmp_path):
     assert back.images[0].truncated.tolist() == [False, True]
 
 
+def test_labelme_round_trip_keeps_masks_as_mask_shapes(tmp_path):
+    original = sample(tmp_path / "src")
+    back = by_name(read_annotations(write_dataset(original, tmp_path / "lm", "labelme")))
+    for g, e in zip(back.images, by_name(original).images, strict=True):
+        assert torch.equal(g.masks, e.masks), g.file_name
+
+
+def test_labelme_groups_a_mask_with_the_rectangle_of_a_box_that_is_not_its_own(tmp_path):
+    # b.png: the mask covers rows 10..40, columns 0..24, the box is (0.25, 10, 25, 40.5)
+    out = write_dataset(sample(tmp_path / "src"), tmp_path / "lm", "labelme")
+    shapes = json.loads((out / "labelme" / "b.json").read_text())["shapes"]
+    assert [(s["shape_type"], s["group_id"]) for s in shapes] == [("mask", 0), ("rectangle", 0)]
+    assert shapes[0]["points"] == [[0, 10], [24, 40]]  # first and last pixel of the crop
+    shapes = json.loads((out / "labelme" / "a.json").read_text())["shapes"]
+    assert [(s["shape_type"], s["group_id"]) for s in shapes] == [("mask", None), ("mask", None)]
+
+
+def test_labelme_shapes_sharing_a_group_id_are_one_object(tmp_path):
+    write_images(tmp_path, {"x.png": (10, 8)})
+    squares = [[[0, 0], [2, 0], [2, 2], [0, 2]], [[5, 4], [8, 4], [8, 6], [5, 6]]]
+    shapes = [{"label": "a", "points": p, "shape_type": "polygon", "group_id": 3} for p in squares]
+    shapes.append(
+        {"label": "a", "points": [[1, 1], [3, 3]], "shape_type": "rectangle", "group_id": None}
+    )
+    (tmp_path / "x.json").write_text(
+        json.dumps({"shapes": shapes, "imagePath": "x.png", "imageWidth": 10, "imageHeight": 8})
+    )
+    image = read_annotations(tmp_path).images[0]
+    assert image.boxes.tolist() == [[0, 0, 8, 6], [1, 1, 3, 3]]  # the group spans both squares
+    assert image.masks is None  # the lone rectangle has no mask
+
+
+def test_labelme_mask_shape_is_pasted_at_its_first_point(tmp_path):
+    import base64
+    import io
+
+    write_images(tmp_path, {"x.png": (10, 8)})
+    crop = np.array([[1, 0, 1], [1, 1, 1]], dtype=bool)  # 2 rows x 3 columns
+    buffer = io.BytesIO()
+    Image.fromarray(crop).save(buffer, format="png")
+    shape = {
+        "label": "a",
+        "points": [[4, 5], [6, 6]],
+        "shape_type": "mask",
+        "group_id": None,
+        "mask": base64.b64encode(buffer.getvalue()).decode(),
+    }
+    (tmp_path / "x.json").write_text(
+        json.dumps({"shapes": [shape], "imagePath": "x.png", "imageWidth": 10, "imageHeight": 8})
+    )
+    image = read_annotations(tmp_path).images[0]
+    expected = torch.zeros(8, 10, dtype=torch.bool)
+    expected[5:7, 4:7] = torch.from_numpy(crop)
+    assert torch.equal(image.masks[0], expected)
+    assert image.boxes.tolist() == [[4, 5, 7, 7]]
+
+
 def test_conversion_chain_through_all_five_formats_returns_the_same_boxes(tmp_path):
     original = sample(tmp_path / "src")
     current = original

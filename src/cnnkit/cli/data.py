@@ -21,6 +21,7 @@ FORMATS = ("coco", "voc", "yolo", "via", "labelme")  # cnnkit.data.annotations.F
 SPLITS = ("train", "valid", "test")  # cnnkit.data.scenes.SPLITS
 BACKGROUNDS = ("plain", "noise", "clutter", "mixed")  # cnnkit.data.scenes.BACKGROUNDS
 PREVIEW = "preview.png"
+MASK_FORMATS = ("coco", "labelme")  # the formats cnnkit writes masks in
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "convert",
         help="rewrite an annotated dataset in another format",
         description="Read a dataset and write it, images copied, in another format. Masks are "
-        "kept by COCO only; VOC and YOLO hold boxes, and VIA/LabelMe are written as rectangles.",
+        "kept by COCO and LabelMe; VOC and YOLO hold boxes, and VIA is written with rectangles.",
     )
     convert.add_argument("path", help="annotation file or dataset folder")
     convert.add_argument(
@@ -164,7 +165,7 @@ def convert(args: argparse.Namespace) -> int:
     objects = sum(len(image) for image in annotations.images)
     print(f"wrote {out}: {len(annotations)} images, {objects} objects as {args.to}")
     with_masks = sum(image.masks is not None for image in annotations.images)
-    if with_masks and args.to != "coco":
+    if with_masks and args.to not in MASK_FORMATS:
         print(f"note: the masks of {with_masks} images are not written ({args.to} keeps boxes)")
     _print_warnings(annotations.warnings)
     return 0

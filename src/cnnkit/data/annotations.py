@@ -13,10 +13,9 @@ to that folder):
 - ``coco`` (``DIR/annotations.json``; Lin et al. 2014, the COCO data format): ``bbox`` is
   ``[x, y, w, h]`` in the same continuous coordinates, so ``x2 = x + w``; category ids may be
   non-contiguous and are kept (``Annotations.category_ids``, classes in the file's order) for
-  writing back; ``segmentation`` is
-  read as polygons or RLE (compressed or not) through ``pycocotools.mask`` and written as compressed
-  RLE, which is exact; ``iscrowd`` is kept; image ids are kept (``AnnotatedImage.image_id``);
-  annotation ids are renumbered 1, 2, ... on writing.
+  writing back; ``segmentation`` is read as polygons or RLE (compressed or not) through
+  ``pycocotools.mask`` and written as compressed RLE, which is exact; ``iscrowd`` is kept; image
+  ids are kept (``AnnotatedImage.image_id``); annotation ids are renumbered 1, 2, ... on writing.
 - ``voc`` (``DIR/Annotations/*.xml``, one file per image, as LabelImg writes them; Everingham et al.
   2010): ``xmin ymin xmax ymax`` are 1-based inclusive pixel indices, so ``x1 = xmin - 1``,
   ``y1 = ymin - 1``, ``x2 = xmax``, ``y2 = ymax`` (the Detectron convention), and written back the
@@ -34,22 +33,28 @@ to that folder):
   ``{all_points_x, all_points_y}`` give their bounding box and a mask. The class is the value of a
   region attribute (``class_attribute``; default: the first one declared, else the first one found);
   the class list is that attribute's ``options`` when declared. Image sizes come from the image
-  headers (VIA stores none).
-- ``labelme`` (``DIR/labelme/*.json``, one file per image; Russell et al. 2008, the LabelMe tool's
-  JSON): ``rectangle`` shapes (two corner points, any order) and ``polygon`` shapes (box = the
-  points' bounding box, plus a mask); ``imagePath`` is relative to the JSON file. Class list as for
-  VOC (``DIR/classes.txt``).
+  headers (VIA stores none). cnnkit writes ``rect`` regions only.
+- ``labelme`` (``DIR/labelme/*.json``, one file per image, as the labelme app by K. Wada saves
+  them): ``rectangle`` shapes (two corner points, any order), ``polygon`` shapes (box = the points'
+  bounding box, plus a mask) and ``mask`` shapes (a base64 PNG of the mask's crop, ``points`` = its
+  first and last pixel; box = the mask's tight box). Shapes sharing a label and a ``group_id`` are
+  one object, as in labelme's ``shapes_to_label``: a rectangle among them gives the box, the others
+  the mask. ``imagePath`` is relative to the JSON file. Class list as for VOC (``classes.txt``).
+  cnnkit writes a mask as a ``mask`` shape (exact), grouped with a ``rectangle`` when the box is not
+  the mask's tight box.
 
-Polygons are rasterized with ``pycocotools.mask`` (a pixel belongs to the polygon when its centre is
-inside, as in COCO). An image gets masks when every one of its objects has one (COCO
-``segmentation``, VIA/LabelMe polygons). VOC and YOLO store boxes only, and cnnkit writes VIA and
-LabelMe as rectangles: masks survive writing in COCO only.
+Polygons (COCO, VIA, LabelMe) are rasterized with ``pycocotools.mask``: a pixel belongs to the
+polygon when its centre is inside, consistent with the box convention above (labelme's own
+``shape_to_mask`` also fills the outline, so its masks can be a pixel larger). An image gets masks
+when every one of its objects has one. Masks survive writing in COCO and LabelMe; VOC and YOLO
+store boxes only, VIA is written with rectangles.
 
 Errors: anything malformed (a missing field, a wrong type, a box outside the image or with
 ``x2 <= x1``, an unknown class, a missing image) raises one ``AnnotationError`` naming the file, the
-record and the field (a box overshooting the image by at most ``EDGE_TOLERANCE`` = 0.01 pixel,
-the rounding of the stored numbers, is clipped to the edge instead). With ``skip_invalid=True`` the bad record (an object, or an image with all its
-objects) is left out and its message appended to ``Annotations.warnings``.
+record and the field (a box overshooting the image by at most ``EDGE_TOLERANCE`` = 0.01 pixel, the
+rounding of the stored numbers, is clipped to the edge instead). With ``skip_invalid=True`` the bad
+record (an object, or an image with all its objects) is left out and its message appended to
+``Annotations.warnings``.
 
 Writing never leaves a half-written dataset: every record is validated and every file rendered in
 memory before the first file is written, and each file is written to a temporary name and renamed
@@ -59,6 +64,9 @@ renames it into place.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
 import json
 import os
 import shutil
@@ -1004,6 +1012,77 @@ def _render_via(annotations: Annotations) -> dict[str, bytes]:
 # ---- LabelMe ---------------------------------------------------------------------------------
 
 
+def _labelme_mask(
+    shape: dict[str, Any],
+    points: list[list[float]],
+    height: int,
+    width: int,
+    file: Path,
+    where: str,
+) -> torch.Tensor:
+    """A LabelMe ``mask`` shape: a base64 PNG of the mask's crop, its top-left pixel at
+    ``points[0]`` (rounded), pasted as LabelMe's ``shapes_to_label`` does."""
+    encoded = _field(shape, "mask", str, file, where)
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(encoded, validate=True))) as png:
+            pixels = np.asarray(png)
+    except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as exc:
+        raise AnnotationError(file, where, "mask", f"not a base64-encoded PNG ({exc})") from None
+    crop: np.ndarray = (pixels != 0).any(-1) if pixels.ndim == 3 else pixels != 0
+    x1, y1 = (round(v) for v in points[0])
+    crop_height, crop_width = crop.shape
+    if x1 < 0 or y1 < 0 or x1 + crop_width > width or y1 + crop_height > height:
+        raise AnnotationError(
+            file,
+            where,
+            "mask",
+            f"a {crop_width}x{crop_height} mask at ({x1}, {y1}) lies outside the {width}x{height} image",
+        )
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    mask[y1 : y1 + crop_height, x1 : x1 + crop_width] = torch.from_numpy(crop)
+    if not mask.any():
+        raise AnnotationError(file, where, "mask", "the mask has no pixel set")
+    return mask
+
+
+def _tight_box(mask: torch.Tensor) -> list[float]:
+    """The continuous xyxy box of a mask's pixels (last column + 1)."""
+    rows = torch.nonzero(mask.any(1)).flatten()
+    cols = torch.nonzero(mask.any(0)).flatten()
+    return [float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)]
+
+
+def _read_labelme_shape(
+    shape: Any, height: int, width: int, file: Path, where: str
+) -> tuple[str, list[float], torch.Tensor | None]:
+    """(shape type, box, mask or None) of one LabelMe shape."""
+    kind = _field(shape, "shape_type", str, file, where) if "shape_type" in shape else "polygon"
+    points = _field(shape, "points", list, file, where)
+    if not all(isinstance(p, list) and len(p) == 2 for p in points):
+        raise AnnotationError(
+            file, where, "points", f"found {_describe(points)}, expected [[x, y], ...]"
+        )
+    xs = [_number(p[0], file, where, "points") for p in points]
+    ys = [_number(p[1], file, where, "points") for p in points]
+    if kind == "rectangle" and len(points) == 2:
+        box, mask = [min(xs), min(ys), max(xs), max(ys)], None
+    elif kind == "polygon" and len(points) >= 3:
+        box = [min(xs), min(ys), max(xs), max(ys)]
+        mask = _polygon_mask([v for p in zip(xs, ys, strict=True) for v in p], height, width)
+    elif kind == "mask" and len(points) == 2:
+        mask = _labelme_mask(shape, points, height, width, file, where)
+        box = _tight_box(mask)
+    else:
+        raise AnnotationError(
+            file,
+            where,
+            "shape_type",
+            f"{kind!r} with {len(points)} points, expected 'rectangle' or 'mask' with 2, "
+            "'polygon' with 3 or more",
+        )
+    return kind, _check_box(box, width, height, file, where, "points"), mask
+
+
 def _read_labelme(
     folder: Path, issues: _Issues, classes_arg: Sequence[str] | None, check_images: bool
 ) -> Annotations:
@@ -1022,62 +1101,52 @@ def _read_labelme(
             width = _field(data, "imageWidth", int, file, where)
             height = _field(data, "imageHeight", int, file, where)
             shapes = _field(data, "shapes", list, file, where)
-            resolved = Path(os.path.normpath(file.parent / image_path))
+            resolved = Path(os.path.normpath(file.parent / image_path.replace("\\", "/")))
             if check_images and not resolved.is_file():
                 raise AnnotationError(file, where, "imagePath", f"image file {resolved} not found")
         except AnnotationError as error:
             issues.report(error)
             continue
-        name = Path(os.path.relpath(resolved, root)).as_posix()
-        boxes, labels, masks = [], [], []
+        # LabelMe's instances: shapes sharing a label and a group_id are one object
+        # (labelme.utils.shapes_to_label); a shape without group_id is an object of its own.
+        groups: dict[tuple[Any, ...], list[tuple[int, str, list[float], torch.Tensor | None]]] = {}
         for j, shape in enumerate(shapes):
             here = f"shapes[{j}]"
             try:
-                label = _class_index(
-                    _field(shape, "label", str, file, here),
-                    classes,
-                    fixed,
-                    file,
-                    here,
-                    "label",
-                    source,
-                )
-                kind = (
-                    shape.get("shape_type") or "polygon"
-                )  # LabelMe omits it in old files: polygon
-                points = _field(shape, "points", list, file, here)
-                if not all(isinstance(p, list) and len(p) == 2 for p in points):
-                    raise AnnotationError(
-                        file, here, "points", f"found {_describe(points)}, expected [[x, y], ...]"
-                    )
-                xs = [_number(p[0], file, here, "points") for p in points]
-                ys = [_number(p[1], file, here, "points") for p in points]
-                if kind == "rectangle" and len(points) == 2:
-                    mask = None
-                elif kind == "polygon" and len(points) >= 3:
-                    mask = _polygon_mask(
-                        [v for p in zip(xs, ys, strict=True) for v in p], height, width
-                    )
-                else:
+                name = _field(shape, "label", str, file, here)
+                label = _class_index(name, classes, fixed, file, here, "label", source)
+                group = shape.get("group_id")
+                if group is not None and (isinstance(group, bool) or not isinstance(group, int)):
                     raise AnnotationError(
                         file,
                         here,
-                        "shape_type",
-                        f"{kind!r} with {len(points)} points, expected 'rectangle' with 2 or 'polygon' with 3 or more",
+                        "group_id",
+                        f"found {_describe(group)}, expected an integer or null",
                     )
-                boxes.append(
-                    _check_box(
-                        [min(xs), min(ys), max(xs), max(ys)], width, height, file, here, "points"
-                    )
-                )
+                kind, box, mask = _read_labelme_shape(shape, height, width, file, here)
             except AnnotationError as error:
                 issues.report(error)
                 continue
-            labels.append(label)
-            masks.append(mask)
+            key = (label, group) if group is not None else ("shape", j)
+            groups.setdefault(key, []).append((label, kind, box, mask))
+        boxes, labels, masks = [], [], []
+        for parts in groups.values():
+            # a rectangle in a group is the object's box; otherwise the box spans its shapes
+            extent = [p[2] for p in parts if p[1] == "rectangle"] or [p[2] for p in parts]
+            boxes.append(
+                [
+                    min(b[0] for b in extent),
+                    min(b[1] for b in extent),
+                    max(b[2] for b in extent),
+                    max(b[3] for b in extent),
+                ]
+            )
+            labels.append(parts[0][0])
+            shaped = [p[3] for p in parts if p[3] is not None]
+            masks.append(torch.stack(shaped).any(0) if shaped else None)
         images.append(
             AnnotatedImage(
-                name,
+                Path(os.path.relpath(resolved, root)).as_posix(),
                 width,
                 height,
                 torch.tensor(boxes).reshape(-1, 4),
@@ -1090,6 +1159,19 @@ def _read_labelme(
     return Annotations(classes, images, None, root, issues.messages)
 
 
+def _labelme_shape(
+    label: str, kind: str, points: list[list[Any]], group: int | None
+) -> dict[str, Any]:
+    return {
+        "label": label,
+        "points": points,
+        "group_id": group,
+        "description": "",
+        "shape_type": kind,
+        "flags": {},
+    }
+
+
 def _render_labelme(annotations: Annotations) -> dict[str, bytes]:
     files = {CLASSES_FILE: "".join(f"{c}\n" for c in annotations.classes).encode()}
     for image in annotations.images:
@@ -1097,17 +1179,24 @@ def _render_labelme(annotations: Annotations) -> dict[str, bytes]:
         image_path = os.path.relpath(Path(IMAGES_FOLDER) / image.file_name, json_name.parent)
         shapes: list[dict[str, Any]] = []
         for j in range(len(image)):
-            x1, y1, x2, y2 = (_plain(v) for v in image.boxes[j].tolist())
-            shapes.append(
-                {
-                    "label": annotations.classes[int(image.labels[j])],
-                    "points": [[x1, y1], [x2, y2]],
-                    "group_id": None,
-                    "description": "",
-                    "shape_type": "rectangle",
-                    "flags": {},
-                }
-            )
+            label = annotations.classes[int(image.labels[j])]
+            box = image.boxes[j].tolist()
+            rectangle = [[_plain(box[0]), _plain(box[1])], [_plain(box[2]), _plain(box[3])]]
+            mask = image.masks[j] if image.masks is not None else None
+            if mask is None or not mask.any():
+                shapes.append(_labelme_shape(label, "rectangle", rectangle, None))
+                continue
+            # a "mask" shape: the mask's crop as a PNG, points = its first and last pixel
+            x1, y1, x2, y2 = (int(v) for v in _tight_box(mask))
+            buffer = io.BytesIO()
+            Image.fromarray(mask[y1:y2, x1:x2].numpy()).save(buffer, format="png")
+            exact = box == [x1, y1, x2, y2]
+            group = None if exact else j  # a box that is not the mask's own: a rectangle joins it
+            shaped = _labelme_shape(label, "mask", [[x1, y1], [x2 - 1, y2 - 1]], group)
+            shaped["mask"] = base64.b64encode(buffer.getvalue()).decode("ascii")
+            shapes.append(shaped)
+            if not exact:
+                shapes.append(_labelme_shape(label, "rectangle", rectangle, group))
         data: dict[str, Any] = {
             "version": "5.4.1",
             "flags": {},
