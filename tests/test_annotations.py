@@ -392,6 +392,20 @@ def test_yolo_reads_names_as_a_list_and_image_sizes_from_the_headers(tmp_path):
     assert annotations.images[0].boxes.tolist() == [[4, 2, 12, 10]]
 
 
+def test_yolo_reads_split_folders_listed_in_data_yaml(tmp_path):
+    # Ultralytics: images/train/x.png is labelled by labels/train/x.txt
+    write_images(tmp_path / "images" / "train", {"x.png": (40, 20)})
+    write_images(tmp_path / "images" / "val", {"y.png": (20, 20)})
+    for split, line in (("train", "0 0.5 0.5 0.5 0.5\n"), ("val", "0 0.25 0.25 0.5 0.5\n")):
+        (tmp_path / "labels" / split).mkdir(parents=True)
+        (tmp_path / "labels" / split / ("x.txt" if split == "train" else "y.txt")).write_text(line)
+    (tmp_path / "data.yaml").write_text("train: images/train\nval: images/val\nnames: {0: cat}\n")
+    annotations = read_annotations(tmp_path / "data.yaml")
+    assert [i.file_name for i in annotations.images] == ["train/x.png", "val/y.png"]
+    assert [i.boxes.tolist() for i in annotations.images] == [[[10, 5, 30, 15]], [[0, 0, 10, 10]]]
+    assert annotations.image_path(1) == tmp_path / "images" / "val" / "y.png"
+
+
 # ---- Malformed files ------------------------------------------------------------------------------
 
 

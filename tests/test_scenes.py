@@ -113,6 +113,17 @@ def test_scale_range_gives_small_and_large_boxes(fashion_mnist):
     assert longest.min() <= 28 and longest.max() >= 60 and longest.max() <= 84
 
 
+def test_placement_iou_equals_torchvision_box_iou():
+    from torchvision.ops import box_iou
+
+    from cnnkit.data.scenes import _box_iou
+
+    box = np.array([10.0, 10, 50, 60])
+    others = np.array([[0.0, 0, 30, 30], [40, 40, 90, 90], [60, 60, 70, 70]])
+    expected = box_iou(torch.from_numpy(box)[None], torch.from_numpy(others))[0].numpy()
+    np.testing.assert_allclose(_box_iou(box, others), expected, rtol=1e-12)
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="split 'validation'"):
         make_scenes(1, "validation")

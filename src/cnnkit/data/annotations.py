@@ -212,6 +212,14 @@ def _field(
     return value
 
 
+def _size(record: Any, key: str, file: Path | str, where: str) -> int:
+    """An image width or height: a positive integer."""
+    value = _field(record, key, int, file, where)
+    if value < 1:
+        raise AnnotationError(file, where, key, f"found {value}, expected a positive integer")
+    return value
+
+
 def _number(value: Any, file: Path | str, where: str, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise AnnotationError(file, where, name, f"found {_describe(value)}, expected a number")
@@ -434,8 +442,8 @@ def _read_coco(
         try:
             iid = _field(record, "id", int, path, where)
             name = _field(record, "file_name", str, path, where)
-            width = _field(record, "width", int, path, where)
-            height = _field(record, "height", int, path, where)
+            width = _size(record, "width", path, where)
+            height = _size(record, "height", path, where)
             if iid in images:
                 raise AnnotationError(path, where, "id", f"image id {iid} appears twice")
             if check_images and not (root / name).is_file():
@@ -591,6 +599,10 @@ def _read_voc(
             name = name_element.text.strip()  # type: ignore[union-attr]
             width = int(_text_number(tree, "size/width", file, "annotation", integer=True))
             height = int(_text_number(tree, "size/height", file, "annotation", integer=True))
+            if width < 1 or height < 1:
+                raise AnnotationError(
+                    file, "annotation", "size", f"found {width}x{height}, expected positive sizes"
+                )
             if check_images and not (root / name).is_file():
                 raise AnnotationError(
                     file, "annotation", "filename", f"image file {root / name} not found"
@@ -1098,8 +1110,8 @@ def _read_labelme(
         try:
             data = _load_json(file)
             image_path = _field(data, "imagePath", str, file, where)
-            width = _field(data, "imageWidth", int, file, where)
-            height = _field(data, "imageHeight", int, file, where)
+            width = _size(data, "imageWidth", file, where)
+            height = _size(data, "imageHeight", file, where)
             shapes = _field(data, "shapes", list, file, where)
             resolved = Path(os.path.normpath(file.parent / image_path.replace("\\", "/")))
             if check_images and not resolved.is_file():
