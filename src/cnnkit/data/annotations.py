@@ -353,9 +353,8 @@ def _sorted_classes(classes: list[str], images: list[AnnotatedImage]) -> list[st
     return order
 
 
-def _masks_if_complete(
-    masks: list[torch.Tensor | None], height: int, width: int
-) -> torch.Tensor | None:
+def _masks_if_complete(masks: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """The objects' masks stacked (M, H, W) when every object has one, else None."""
     if masks and all(m is not None for m in masks):
         return torch.stack(masks)  # type: ignore[arg-type]
     return None
@@ -506,7 +505,7 @@ def _read_coco(
             image.labels = torch.tensor([o[1] for o in found], dtype=torch.int64)
             image.iscrowd = torch.tensor([o[2] for o in found], dtype=torch.bool)
             image.difficult = image.truncated = torch.zeros(len(found), dtype=torch.bool)
-            image.masks = _masks_if_complete([o[3] for o in found], image.height, image.width)
+            image.masks = _masks_if_complete([o[3] for o in found])
         result.append(image)
     return Annotations(classes, result, category_ids, root, issues.messages)
 
@@ -956,7 +955,7 @@ def _read_via(
                 height,
                 torch.tensor(boxes).reshape(-1, 4),
                 torch.tensor(labels),
-                _masks_if_complete(masks, height, width),
+                _masks_if_complete(masks),
             )
         )
     if not fixed:
@@ -1163,7 +1162,7 @@ def _read_labelme(
                 height,
                 torch.tensor(boxes).reshape(-1, 4),
                 torch.tensor(labels),
-                _masks_if_complete(masks, height, width),
+                _masks_if_complete(masks),
             )
         )
     if not fixed:
