@@ -9,7 +9,6 @@ Expected numbers are computed by hand in each test.
 
 from __future__ import annotations
 
-import argparse
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -659,10 +658,9 @@ def test_drawn_box_covers_exactly_its_pixels():
 
 
 def data_cli(argv: list[str]) -> int:
-    from cnnkit.cli import data
+    from cnnkit.cli import build_parser
 
-    parser = argparse.ArgumentParser()
-    data.register(parser.add_subparsers(dest="command"))
+    parser = build_parser(["data"])
     args = parser.parse_args(["data", *argv])
     return args.func(args)
 

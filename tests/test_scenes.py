@@ -8,8 +8,6 @@ moving boxes and masks with the image (x1' = W - x2, x2' = W - x1).
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 import pytest
 import torch
@@ -181,10 +179,9 @@ def test_scenes_written_as_coco_read_back_with_the_same_masks(fashion_mnist, tmp
 
 
 def test_cli_make_scenes_writes_images_annotations_and_a_preview(tmp_path, capsys):
-    from cnnkit.cli import data
+    from cnnkit.cli import build_parser
 
-    parser = argparse.ArgumentParser()
-    data.register(parser.add_subparsers(dest="command"))
+    parser = build_parser(["data"])
     out = tmp_path / "scenes"
     args = parser.parse_args(
         [

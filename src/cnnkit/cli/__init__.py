@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "models": "list the registered models",
     "summary": "per-layer table: shapes, parameters, FLOPs and the memory of a step",
     "filters": "draw the notes' feature maps: two sample images through 7x7 line filters",
+    "data": "make scene datasets, draw and convert annotated datasets (COCO, VOC, YOLO, VIA, LabelMe)",
 }
 
 
@@ -44,6 +45,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     chosen = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
     for name, summary in COMMANDS.items():
         p = sub.add_parser(name, help=summary, description=summary)
+        p.set_defaults(command=name)
         if argv is None or name == chosen:
             importlib.import_module(f"cnnkit.cli.{name}").register(p)
     return parser

@@ -24,12 +24,10 @@ PREVIEW = "preview.png"
 MASK_FORMATS = ("coco", "labelme")  # the formats cnnkit writes masks in
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "data",
-        help="make scene datasets, draw and convert annotated datasets",
-        description="Datasets with boxes and masks: Fashion-MNIST scenes and the formats "
-        "annotation tools write (COCO, Pascal VOC, YOLO, VIA, LabelMe).",
+def register(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Datasets with boxes and masks: Fashion-MNIST scenes and the formats "
+        "annotation tools write (COCO, Pascal VOC, YOLO, VIA, LabelMe)."
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 

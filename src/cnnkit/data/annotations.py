@@ -83,6 +83,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from cnnkit.io import atomic_write_bytes
+
 FORMATS = ("coco", "voc", "yolo", "via", "labelme")
 IMAGES_FOLDER = "images"
 COCO_FILE = "annotations.json"
@@ -1376,16 +1378,8 @@ _RENDER: dict[str, Callable[[Annotations], dict[str, bytes]]] = {
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    # cnnkit.train.checkpoint.atomic_write_bytes does this one layer up; data/ may not import train/
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
 
 
 def write_annotations(annotations: Annotations, path: str | os.PathLike, format: str) -> list[Path]:

@@ -112,7 +112,7 @@ def save_png(image: torch.Tensor, path: str | os.PathLike) -> Path:
     """A uint8 (3, H, W) or (1, H, W) tensor written as PNG through an atomic rename."""
     from PIL import Image
 
-    from cnnkit.train.checkpoint import atomic_write_bytes
+    from cnnkit.io import atomic_write_bytes
 
     array = image.permute(1, 2, 0).squeeze(-1).contiguous().numpy()
     buffer = io.BytesIO()
