@@ -48,5 +48,5 @@ def test_flip_mirrors_whole_images():
 def test_bad_inputs_are_clear_errors():
     with pytest.raises(ValueError, match="images: expected a uint8 tensor, got torch.float32"):
         TensorBatches(torch.zeros(2, 3, 3), torch.zeros(2))
-    with pytest.raises(ValueError, match="images and labels differ in length: 2 vs 3"):
+    with pytest.raises(ValueError, match="images and targets differ in length: 2 vs 3"):
         TensorBatches(torch.zeros(2, 3, 3, dtype=torch.uint8), torch.zeros(3))

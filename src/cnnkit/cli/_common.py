@@ -71,9 +71,14 @@ def add_training_arguments(p: argparse.ArgumentParser, *, model_required: bool =
     p.add_argument(
         "--data",
         default="fashion-mnist",
-        help="fashion-mnist, a folder with one sub-folder per class, or a .csv/.json list",
+        help="fashion-mnist, scenes (Fashion-MNIST items on 128x128 canvases), a folder with one "
+        "sub-folder per class, or a .csv/.json list",
     )
     p.add_argument("--data-root", default=None, help="folder holding a named dataset's files")
+    p.add_argument(
+        "--data-option", action="append", default=[], metavar="KEY=VALUE",
+        help="dataset option, e.g. scenes' n_train=2000",
+    )  # fmt: skip
     p.add_argument("--task", choices=TASK_CHOICES, default="classify")
     p.add_argument(
         "--task-option", action="append", default=[], metavar="KEY=VALUE", help="task option"

@@ -150,6 +150,8 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
         image_size=args.image_size,
         seed=args.seed,
         workers=args.workers,
+        task=task.name,
+        options=parse_options(args.data_option, "--data-option"),
     ).limit("train", args.train_limit)
     min_size = model_info(args.model).min_size
     if min(data.input_size[1:]) < min_size:

@@ -10,8 +10,19 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
+
+Targets = torch.Tensor | dict[str, torch.Tensor] | list[Any]
+
+
+def _index_targets(targets: Targets, index: torch.Tensor) -> Targets:
+    if isinstance(targets, torch.Tensor):
+        return targets[index]
+    if isinstance(targets, dict):
+        return {k: v[index] for k, v in targets.items()}
+    return [targets[i] for i in index.tolist()]
 
 
 class TensorBatches:
@@ -29,7 +40,7 @@ class TensorBatches:
     def __init__(
         self,
         images: torch.Tensor,
-        labels: torch.Tensor,
+        labels: Targets,
         batch_size: int = 128,
         *,
         shuffle: bool = False,
@@ -50,8 +61,9 @@ class TensorBatches:
             raise ValueError(
                 f"images: expected shape (N, H, W) or (N, C, H, W), got {tuple(images.shape)}"
             )
-        if len(images) != len(labels):
-            raise ValueError(f"images and labels differ in length: {len(images)} vs {len(labels)}")
+        count = len(next(iter(labels.values()))) if isinstance(labels, dict) else len(labels)
+        if len(images) != count:
+            raise ValueError(f"images and targets differ in length: {len(images)} vs {count}")
         if batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
         self.channels = channels or images.shape[1]
@@ -59,8 +71,12 @@ class TensorBatches:
             raise ValueError(
                 f"channels: cannot serve {images.shape[1]}-channel images as {self.channels} channels"
             )
-        if size is not None and labels.dim() == 3 and tuple(size) != tuple(images.shape[2:]):
-            raise ValueError("size: per-pixel targets cannot be resized with their images here")
+        if (
+            size is not None
+            and tuple(size) != tuple(images.shape[2:])
+            and not (isinstance(labels, torch.Tensor) and labels.dim() == 1)
+        ):
+            raise ValueError("size: only images with class targets are resized here")
         self.size = (
             tuple(size) if size is not None and tuple(size) != tuple(images.shape[2:]) else None
         )
@@ -71,15 +87,30 @@ class TensorBatches:
             )
         self.device = torch.device(device)
         self.images = images.to(self.device)
-        # Integer targets (class indices, label maps) become int64 as losses want; float ones
-        # (boxes, images) stay as they are.
-        self.labels = labels.to(self.device)
-        if not labels.is_floating_point():
-            self.labels = self.labels.long()
-        # Per-pixel targets (N, H, W) are flipped with their images.
-        self.pixel_targets = labels.dim() == 3 and tuple(labels.shape[1:]) == tuple(
-            images.shape[2:]
+
+        # Targets: a tensor (class indices, label maps), a dict of tensors (localization's labels and
+        # boxes) or a list of per-image targets (detection's dicts), indexed per batch. Integer
+        # tensors become int64 as losses want; float ones (boxes) stay as they are.
+        def prepare(t: torch.Tensor) -> torch.Tensor:
+            t = t.to(self.device)
+            return t if t.is_floating_point() else t.long()
+
+        self.labels: Targets
+        if isinstance(labels, torch.Tensor):
+            self.labels = prepare(labels)
+        elif isinstance(labels, dict):
+            self.labels = {k: prepare(v) for k, v in labels.items()}
+        else:
+            self.labels = list(labels)
+        # Per-pixel targets (N, H, W) are flipped with their images; box targets are not, so
+        # flipping a set with box targets is refused.
+        self.pixel_targets = (
+            isinstance(labels, torch.Tensor)
+            and labels.dim() == 3
+            and tuple(labels.shape[1:]) == tuple(images.shape[2:])
         )
+        if flip and not (isinstance(labels, torch.Tensor) and labels.dim() in (1, 3)):
+            raise ValueError("flip: only class or per-pixel targets are flipped with their images")
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -120,7 +151,7 @@ class TensorBatches:
         """Choose the shuffle of ``epoch`` (the trainer calls this before each epoch)."""
         self.epoch = epoch
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, Any]]:
         n = len(self.images)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
@@ -136,10 +167,11 @@ class TensorBatches:
             if x.shape[1] != self.channels:
                 x = x.expand(-1, self.channels, -1, -1)
             x = torch.addcmul(self._shift, x, self._scale)
-            y = self.labels[index]
+            y = _index_targets(self.labels, index)
             if self.flip:
                 mirror = (torch.rand(len(index), generator=generator) < 0.5).to(self.device)
                 x = torch.where(mirror.view(-1, 1, 1, 1), x.flip(3), x)
                 if self.pixel_targets:
+                    assert isinstance(y, torch.Tensor)
                     y = torch.where(mirror.view(-1, 1, 1), y.flip(2), y)
             yield x.contiguous(memory_format=self.memory_format), y

@@ -155,7 +155,7 @@ class ImageData:
     (served by a ``DataLoader``); ``None`` for an empty split."""
 
     meta: DataMeta
-    splits: dict[str, tuple[Images, torch.Tensor] | None]
+    splits: dict[str, tuple[Images, Any] | None]
 
     # Shorthands of the first half's ImageClassificationData.
     @property
@@ -178,22 +178,22 @@ class ImageData:
     def input_size(self) -> tuple[int, int, int]:
         return self.meta.input_size
 
-    def _split(self, name: str) -> tuple[Images, torch.Tensor]:
+    def _split(self, name: str) -> tuple[Images, Any]:
         split = self.splits.get(name)
         if split is None:
             raise ValueError(f"{self.meta.name}: the {name!r} split is empty")
         return split
 
     @property
-    def train(self) -> tuple[Images, torch.Tensor]:
+    def train(self) -> tuple[Images, Any]:
         return self._split("train")
 
     @property
-    def valid(self) -> tuple[Images, torch.Tensor]:
+    def valid(self) -> tuple[Images, Any]:
         return self._split("valid")
 
     @property
-    def test(self) -> tuple[Images, torch.Tensor]:
+    def test(self) -> tuple[Images, Any]:
         return self._split("test")
 
     def limit(self, split: str, n: int | None) -> ImageData:
@@ -202,8 +202,12 @@ class ImageData:
             return self
         if n < 1:
             raise ValueError(f"limit: expected a positive number of images, got {n}")
-        images, labels = self._split(split)
-        return replace(self, splits={**self.splits, split: (images[:n], labels[:n])})
+        images, targets = self._split(split)
+        if isinstance(targets, dict):
+            targets = {k: v[:n] for k, v in targets.items()}
+        else:
+            targets = targets[:n]
+        return replace(self, splits={**self.splits, split: (images[:n], targets)})
 
     def batches(
         self,
@@ -254,8 +258,15 @@ def _fashion_mnist(
     image_size: int | None,
     mean: Sequence[float] | None,
     std: Sequence[float] | None,
-    **_: Any,
+    *,
+    task: str = "classify",
+    options: dict[str, Any] | None = None,
 ) -> ImageData:
+    if task != "classify" or options:
+        raise ValueError(
+            f"--data fashion-mnist: labels whole images (the classify task, no --data-option); "
+            f"for {task} use --data scenes"
+        )
     (xt, yt), (xv, yv), (xs, ys) = load_fashion_mnist(root)
     xt, xv, xs = xt.unsqueeze(1), xv.unsqueeze(1), xs.unsqueeze(1)
     channels = channels or 1
@@ -301,7 +312,7 @@ def _image_files(
     if channels != 3:
         pixels = [match_channels(p, channels) for p in pixels]
     labels = torch.as_tensor(images.labels, dtype=torch.long)
-    splits: dict[str, tuple[Images, torch.Tensor] | None] = {
+    splits: dict[str, tuple[Images, Any] | None] = {
         name: ([pixels[i] for i in index], labels[index]) if len(index) else None
         for name, index in indices.items()
     }
@@ -331,7 +342,89 @@ def _image_files(
     return ImageData(meta, splits)
 
 
-DATASETS: dict[str, Callable[..., ImageData]] = {"fashion-mnist": _fashion_mnist}
+#: scenes per split of ``--data scenes`` unless ``--data-option`` says otherwise
+SCENE_COUNTS = {"train": 5000, "valid": 500, "test": 1000}
+#: what each task learns from a scene: its semantic mask, its boxes, its one item
+SCENE_TARGETS = {"segment": "semantic", "detect": "boxes", "localize": "single"}
+
+
+def _scenes(
+    root: str | os.PathLike | None,
+    channels: int | None,
+    image_size: int | None,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    *,
+    task: str = "detect",
+    options: dict[str, Any] | None = None,
+    **_: Any,
+) -> ImageData:
+    """Fashion-MNIST scenes (``cnnkit.data.scenes``) made in memory, targets for ``task``:
+    ``segment`` label maps (N, H, W) (0 background, class k → k + 1), ``detect`` per-image dicts
+    of ``boxes`` (xyxy pixels) and ``labels``, ``localize`` one item per scene as
+    ``{"labels": (N,), "boxes": (N, 4)}``. ``options``: ``n_train``, ``n_valid``, ``n_test``, ``canvas``,
+    ``max_objects``, ``background``, ``seed``."""
+    from cnnkit.data.scenes import make_scenes
+
+    if task not in SCENE_TARGETS:
+        raise ValueError(
+            f"--data scenes: the {task} task does not train on scenes; "
+            f"tasks that do: {', '.join(SCENE_TARGETS)}"
+        )
+    options = dict(options or {})
+    known = {"n_train", "n_valid", "n_test", "canvas", "max_objects", "background", "seed"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"--data-option {unknown[0]!r}: scenes take {', '.join(sorted(known))}")
+    canvas = int(options.get("canvas", image_size or 128))
+    single = task == "localize"
+    max_objects = 1 if single else int(options.get("max_objects", 6))
+    seed = int(options.get("seed", 0))
+    background = str(options.get("background", "plain"))
+    fashion = load_fashion_mnist(root)
+    splits: dict[str, tuple[Images, Any] | None] = {}
+    for index, name in enumerate(SPLITS):
+        n = int(options.get(f"n_{name}", SCENE_COUNTS[name]))
+        scenes = make_scenes(
+            n, name, seed, canvas=canvas, max_objects=max_objects, background=background,
+            data=fashion[index],
+        )  # fmt: skip
+        target: Any
+        if task == "segment":
+            target = scenes.semantic
+        elif single:
+            target = {"labels": torch.cat(scenes.labels), "boxes": torch.cat(scenes.boxes)}
+        else:
+            target = [
+                {"boxes": boxes, "labels": labels}
+                for boxes, labels in zip(scenes.boxes, scenes.labels, strict=True)
+            ]
+        splits[name] = (scenes.images, target)
+    if mean is None or std is None:
+        train_images = splits["train"][0]  # type: ignore[index]
+        mean, std = channel_stats(train_images)  # type: ignore[arg-type]
+    classes = FASHION_MNIST_CLASSES
+    if task == "segment":
+        classes = ("background", *FASHION_MNIST_CLASSES)
+    meta = DataMeta(
+        "scenes",
+        (1, canvas, canvas),
+        classes,
+        tuple(mean),
+        tuple(std),
+        source={
+            "root": None if root is None else str(root),
+            "task": task,
+            "options": {**options, "canvas": canvas, "max_objects": max_objects, "seed": seed},
+        },
+    )
+    return ImageData(meta, splits)
+
+
+DATASETS: dict[str, Callable[..., ImageData]] = {
+    "fashion-mnist": _fashion_mnist,
+    "scenes": _scenes,
+}
 
 
 def load_data(
@@ -346,14 +439,16 @@ def load_data(
     fractions: Sequence[float] | None = None,
     seed: int = 0,
     workers: int = 2,
+    task: str = "classify",
+    options: dict[str, Any] | None = None,
 ) -> ImageData:
-    """A dataset by name (``fashion-mnist``) or path (a folder of class sub-folders, or a .csv or
+    """A dataset by name (``fashion-mnist``, ``scenes``) or path (a folder of class sub-folders, or a .csv or
     .json list of images), seen at ``channels`` × ``image_size`` × ``image_size`` (default: the
     data's own for named datasets, 3 × 224 for image files) and normalized with ``mean``/``std``
     (default: computed on the training split)."""
     name = str(source)
     if name in DATASETS:
-        return DATASETS[name](root, channels, image_size, mean, std)
+        return DATASETS[name](root, channels, image_size, mean, std, task=task, options=options)
     path = Path(source)
     if path.is_dir() or (path.is_file() and path.suffix.lower() in (".csv", ".json")):
         return _image_files(
@@ -371,8 +466,9 @@ def load_data_from_meta(meta: DataMeta, workers: int = 2) -> ImageData:
     source = meta.source
     if meta.name in DATASETS:
         data = DATASETS[meta.name](
-            source.get("root"), meta.input_size[0], meta.input_size[1], meta.mean, meta.std
-        )
+            source.get("root"), meta.input_size[0], meta.input_size[1], meta.mean, meta.std,
+            task=source.get("task", "classify"), options=source.get("options"),
+        )  # fmt: skip
     else:
         data = _image_files(
             source.get("root", meta.name),
