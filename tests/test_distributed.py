@@ -249,7 +249,7 @@ def test_torchrun_cli_train_writes_one_run(tmp_path, fashion_mnist):
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("training fashion_cnn") == 1  # rank 0 alone reports
-    assert done.stdout.count("test accuracy") == 1
+    assert done.stdout.count("\n  accuracy  ") == 1  # one test report
     config = json.loads((out / "config.json").read_text())
     assert config["trainer"]["batch_size"] == 32
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

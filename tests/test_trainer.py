@@ -181,9 +181,10 @@ def test_optimizer_defaults_by_name():
         make_optimizer("adamw", params, lr=0.5, weight_decay=None).defaults["weight_decay"] == 0.01
     )
     with pytest.raises(
-        ValueError, match="unknown optimizer 'rmsprop'; choose one of: sgd, adam, adamw, nadam"
+        ValueError,
+        match="unknown optimizer 'lamb'; choose one of: sgd, adam, adamw, nadam, rmsprop",
     ):
-        make_optimizer("rmsprop", params)
+        make_optimizer("lamb", params)
 
 
 def _lrs(name, total=100, per_epoch=10):

@@ -54,10 +54,12 @@ def run(args: argparse.Namespace) -> int:
 
     fig = plot_feature_maps(
         filters=filters, stride=args.stride, padding=args.padding.upper(), pool=args.pool,
-        captions=None if filters is None else [f"random filter {i + 1}" for i in range(filters.shape[3])],
+        captions=None if filters is None else tuple(f"random filter {i + 1}" for i in range(filters.shape[3])),
         out=args.out,
     )  # fmt: skip
-    rows, columns = fig.axes[0].get_gridspec().get_geometry()
+    grid = fig.axes[0].get_gridspec()
+    assert grid is not None
+    rows, columns = grid.get_geometry()
     plt.close(fig)
     pooled = f", {args.pool}-pooled maps" if args.pool else ""
     print(f"wrote {args.out}: {rows} images x {columns} panels (image, feature maps{pooled})")

@@ -55,7 +55,7 @@ def _fractions(text: str) -> tuple[float, float, float]:
         values = ()
     if len(values) != 3:
         raise CLIError(f"--split: expected three fractions like 0.75,0.15,0.10, got {text!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 def _pair(text: str) -> tuple[float, float]:
@@ -116,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
     model = pretrained.model
     classifier = model_info(args.model).classifier
     old = model.get_submodule(classifier)
+    if not isinstance(old, nn.Linear):
+        raise CLIError(f"--model {args.model}: its classifier {classifier!r} is not a dense layer")
     model.set_submodule(classifier, nn.Linear(old.in_features, len(data.class_names)))
     model_spec = {
         "name": args.model,

@@ -54,8 +54,8 @@ def read_image(path: str | Path, channels: int) -> torch.Tensor:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
+        with Image.open(path) as opened:
+            image = opened.convert("L" if channels == 1 else "RGB")
     except (OSError, ValueError, Image.DecompressionBombError):
         raise ValueError(
             f"{path}: not a decodable image (PNG, JPEG, GIF, WebP, BMP or TIFF expected)"

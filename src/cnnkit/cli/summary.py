@@ -44,7 +44,7 @@ def parse_input(text: str) -> tuple[int, int, int]:
         shape = ()
     if len(shape) != 3 or min(shape) < 1:
         raise CLIError(f"--input: expected C,H,W as three positive integers, got {text!r}")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def mib(nbytes: int | None) -> str:

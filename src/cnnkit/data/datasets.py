@@ -81,7 +81,8 @@ class DataMeta:
         try:
             name = spec.get("name") or spec.get("source") or "?"
             resize = spec.get("resize") or ("center-crop" if "crop_pct" in spec else "stretch")
-            source = spec.get("source") if isinstance(spec.get("source"), dict) else {}
+            found = spec.get("source")
+            source: dict[str, Any] = found if isinstance(found, dict) else {}
             if not source and "root" in spec:
                 source = {"root": spec["root"]}
             channels, height, width = (int(v) for v in spec["input_size"])
@@ -400,10 +401,11 @@ def _scenes(
                 for boxes, labels in zip(scenes.boxes, scenes.labels, strict=True)
             ]
         splits[name] = (scenes.images, target)
+        if name == "train":
+            train_images = scenes.images
     if mean is None or std is None:
-        train_images = splits["train"][0]  # type: ignore[index]
-        mean, std = channel_stats(train_images)  # type: ignore[arg-type]
-    classes = FASHION_MNIST_CLASSES
+        mean, std = channel_stats(train_images)
+    classes: tuple[str, ...] = FASHION_MNIST_CLASSES
     if task == "segment":
         classes = ("background", *FASHION_MNIST_CLASSES)
     meta = DataMeta(

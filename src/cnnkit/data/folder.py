@@ -123,9 +123,9 @@ def read_list(list_file: str | os.PathLike, root: str | os.PathLike | None = Non
     if not rows:
         raise ValueError(f"{list_file}: the list is empty")
     classes = tuple(sorted({label for _, label in rows}))
-    index = {name: i for i, name in enumerate(classes)}
+    class_index = {name: i for i, name in enumerate(classes)}
     paths = tuple(root / path for path, _ in rows)
-    return ImageList(paths, tuple(index[label] for _, label in rows), classes)
+    return ImageList(paths, tuple(class_index[label] for _, label in rows), classes)
 
 
 def find_images(source: str | os.PathLike) -> ImageList:
@@ -151,21 +151,21 @@ def stratified_split(
         raise ValueError(
             f"fractions={tuple(fractions)}; expected (train, valid, test) >= 0 summing to 1"
         )
-    labels = np.asarray(labels)
-    indices = np.arange(len(labels))
+    label_array = np.asarray(labels)
+    indices = np.arange(len(label_array))
     train_frac, valid_frac, test_frac = fractions
     empty = np.array([], dtype=np.int64)
     rest, test = indices, empty
     if test_frac > 0:
         rest, test = train_test_split(
-            indices, test_size=test_frac, stratify=labels, random_state=seed
+            indices, test_size=test_frac, stratify=label_array, random_state=seed
         )
     train, valid = rest, empty
     if valid_frac > 0:
         train, valid = train_test_split(
             rest,
             test_size=valid_frac / (train_frac + valid_frac),
-            stratify=labels[rest],
+            stratify=label_array[rest],
             random_state=seed,
         )
     return np.sort(train), np.sort(valid), np.sort(test)

@@ -252,7 +252,7 @@ def to_fully_convolutional(model: nn.Module, input_size: Sequence[int]) -> Fully
             else:
                 head.append(PerPosition(module, *node.args[1:], **node.kwargs))
         elif node.op == "call_function":
-            head.append(PerPosition(node.target, *node.args[1:], **node.kwargs))  # type: ignore[arg-type]
+            head.append(PerPosition(node.target, *node.args[1:], **node.kwargs))
         elif node.op == "call_method":
             method = str(node.target)
             head.append(PerPosition(_method(method), *node.args[1:], **node.kwargs))

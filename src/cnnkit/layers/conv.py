@@ -47,28 +47,35 @@ class Conv2d(nn.Conv2d):
         bias: bool = True,
         activation: str | nn.Module | None = None,
     ) -> None:
-        kernel_size, stride, dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
+        kernel_hw, stride_hw, dilation_hw = _pair(kernel_size), _pair(stride), _pair(dilation)
         mode = _padding_mode(padding, "Conv2d")
         # 'same' pads at run time unless it is static (stride 1); static and symmetric (odd k_eff)
         # goes to torch's own padding, the fast path.
         static_pads: tuple[int, int, int, int] | None = None
         dynamic_same = False
         torch_padding: int | tuple[int, int] = 0
-        if mode == "same" and stride == (1, 1):
-            top, bottom = static_same_padding(kernel_size[0], dilation[0])
-            left, right = static_same_padding(kernel_size[1], dilation[1])
+        if mode == "same" and stride_hw == (1, 1):
+            top, bottom = static_same_padding(kernel_hw[0], dilation_hw[0])
+            left, right = static_same_padding(kernel_hw[1], dilation_hw[1])
             if top == bottom and left == right:
                 torch_padding = (top, left)
             else:
                 static_pads = (top, bottom, left, right)
-        elif mode == "same" and kernel_size == (1, 1):
+        elif mode == "same" and kernel_hw == (1, 1):
             pass  # a 1x1 window never needs padding at any stride (ResNet's strided skip convs)
         elif mode == "same":
             dynamic_same = True
         elif mode == "explicit":
             torch_padding = padding  # type: ignore[assignment]
         super().__init__(
-            in_channels, out_channels, kernel_size, stride, torch_padding, dilation, groups, bias
+            in_channels,
+            out_channels,
+            kernel_hw,
+            stride_hw,
+            torch_padding,
+            dilation_hw,
+            groups,
+            bias,
         )
         self.padding_mode_keras = mode
         self.static_pads = static_pads
@@ -78,7 +85,8 @@ class Conv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.dynamic_same:
-            x = conv2d_same_nchw(x, self.weight, self.bias, self.stride, self.dilation, self.groups)
+            stride, dilation = _pair(self.stride), _pair(self.dilation)
+            x = conv2d_same_nchw(x, self.weight, self.bias, stride, dilation, self.groups)
         elif self.static_pads is not None:
             x = F.conv2d(
                 pad_nchw(x, self.static_pads), self.weight, self.bias, self.stride, 0,
@@ -151,14 +159,16 @@ class ConvTranspose2d(nn.ConvTranspose2d):
         bias: bool = True,
         activation: str | nn.Module | None = None,
     ) -> None:
-        kernel_size, stride, dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
+        kernel_hw, stride_hw, dilation_hw = _pair(kernel_size), _pair(stride), _pair(dilation)
         mode = _padding_mode(padding, "ConvTranspose2d")
         if mode == "explicit":
             raise ValueError(
                 f"ConvTranspose2d: padding={padding!r}; expected 'same' or 'valid' (Keras' forms)"
             )
-        crop, output_padding, crop_end = [], [], []
-        for k, s, d in zip(kernel_size, stride, dilation, strict=True):
+        crop: list[int] = []
+        output_padding: list[int] = []
+        crop_end: list[bool] = []
+        for k, s, d in zip(kernel_hw, stride_hw, dilation_hw, strict=True):
             extent = effective_kernel_size(k, d)
             total = max(extent - s, 0) if mode == "same" else 0
             crop.append(total // 2)
@@ -166,14 +176,16 @@ class ConvTranspose2d(nn.ConvTranspose2d):
             # Keras' output is at least n * s; torch's full output is (n - 1) * s + k_eff.
             output_padding.append(max(s - extent, 0))
         super().__init__(
-            in_channels, out_channels, kernel_size, stride, tuple(crop), tuple(output_padding),
-            groups, bias, dilation,
+            in_channels, out_channels, kernel_hw, stride_hw, (crop[0], crop[1]),
+            (output_padding[0], output_padding[1]), groups, bias, dilation_hw,
         )  # fmt: skip
         self.padding_mode_keras = mode
         self.crop_end = tuple(crop_end)
         self.act = None if activation is None else get_activation(activation)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        if output_size is not None:
+            raise ValueError("ConvTranspose2d: the output size follows from 'same'/'valid'")
         height, width = x.shape[-2], x.shape[-1]
         y = super().forward(x)
         if self.crop_end[0]:

@@ -46,7 +46,8 @@ def _optimizer_factory(
     # PyTorch's optimizers run their multi-tensor ("foreach") kernels by default on CUDA only; those
     # hold temporaries the size of all the weights at once, so the trace must take the same path.
     foreach = device_type == "cuda"
-    return optimizer, lambda params: cls(params, foreach=foreach, **kwargs)
+    make: Callable[..., torch.optim.Optimizer] = cls
+    return optimizer, lambda params: make(params, foreach=foreach, **kwargs)
 
 
 def _check_args(input_shape: tuple[int, ...], batch_size: int, mode: str) -> tuple[int, int, int]:
@@ -59,7 +60,7 @@ def _check_args(input_shape: tuple[int, ...], batch_size: int, mode: str) -> tup
         raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
     if mode not in MODES:
         raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def _autocast_dtype(dtype: torch.dtype) -> torch.dtype | None:
@@ -233,22 +234,22 @@ def _stages(model: nn.Module) -> list[str]:
     return names
 
 
-def _first_conv_stride(model: nn.Module) -> Callable[[nn.Module], None] | None:
+def _first_conv_stride(model: nn.Module) -> tuple[str, Callable[[nn.Module], None]] | None:
     first = next((n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
     if first is None:
         return None
 
     def edit(fake: nn.Module) -> None:
         conv = fake.get_submodule(first)
+        assert isinstance(conv, nn.Conv2d)
         if isinstance(conv.padding, str):  # 'same' is not allowed with a stride: pad k // 2
             conv.padding = tuple(
                 d * (k // 2) for d, k in zip(conv.dilation, conv.kernel_size, strict=True)
             )
             conv._reversed_padding_repeated_twice = [p for p in conv.padding[::-1] for _ in (0, 1)]
-        conv.stride = tuple(2 * s for s in conv.stride)
+        conv.stride = (2 * conv.stride[0], 2 * conv.stride[1])
 
-    edit.layer = first  # type: ignore[attr-defined]
-    return edit
+    return first, edit
 
 
 def _suggestions(
@@ -291,10 +292,8 @@ def _suggestions(
             )
     stride = _first_conv_stride(model)
     if stride is not None:
-        add(
-            f"stride 2 in the first layer ({stride.layer})",
-            lambda: run(report.batch_size, edit=stride),
-        )
+        layer, edit = stride
+        add(f"stride 2 in the first layer ({layer})", lambda: run(report.batch_size, edit=edit))
     out.sort(key=lambda s: -s.saving_bytes if s.peak_bytes is not None else float("inf"))
     return out
 

@@ -177,7 +177,7 @@ def _layer_hooks(model: nn.Module, tracer: _Tracer) -> Iterator[None]:
 def _checkpointed(module: nn.Module) -> None:
     # torch.utils.checkpoint: keep only the stage's input, recompute the rest during backward.
     forward = module.forward
-    module.forward = lambda *args, **kwargs: checkpoint(  # type: ignore[method-assign]
+    module.forward = lambda *args, **kwargs: checkpoint(
         forward, *args, use_reentrant=False, **kwargs
     )
 

@@ -87,7 +87,8 @@ class FashionCNN(nn.Module):
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
         if isinstance(self.fc, nn.Linear):  # no ReLU after the output layer
             nn.init.xavier_uniform_(self.fc.weight)
 

@@ -103,8 +103,10 @@ class GoogLeNet(nn.Module):
         self.pool2 = MaxPool2d(3, 2, padding="same")
 
         modules, width = {}, 192
-        for name, *widths in INCEPTION_CONFIG:
-            module = InceptionModule(width, *widths, se_ratio=se_ratio)
+        for name, c1, c3_reduce, c3, c5_reduce, c5, pool_proj in INCEPTION_CONFIG:
+            module = InceptionModule(
+                width, c1, c3_reduce, c3, c5_reduce, c5, pool_proj, se_ratio=se_ratio
+            )
             modules[f"inception{name}"] = module
             width = module.out_channels
         self.inception = nn.ModuleDict(modules)

@@ -78,6 +78,8 @@ class PartialConv2d(nn.Module):
     elsewhere (one ``index_copy``, no loop) and runs one ordinary convolution.
     """
 
+    connection_index: torch.Tensor
+
     def __init__(
         self, in_channels: int, connections: tuple[tuple[int, ...], ...], kernel_size: int
     ) -> None:
@@ -132,6 +134,8 @@ def hadamard_matrix_84() -> torch.Tensor:
 class RBFOutput(nn.Module):
     """The output layer: y_i = Σ_j (x_j - w_ij)² against fixed ±1 prototypes (a buffer, not trained).
     (N, 84) → (N, num_classes) squared distances."""
+
+    prototypes: torch.Tensor
 
     def __init__(self, num_classes: int, features: int = 84) -> None:
         super().__init__()
@@ -192,7 +196,8 @@ class LeNet5(nn.Module):
                 continue
             bound = 2.4 / (layer.weight[0].numel())  # appendix C: ±2.4 / fan-in
             nn.init.uniform_(layer.weight, -bound, bound)
-            nn.init.uniform_(layer.bias, -bound, bound)
+            if layer.bias is not None:
+                nn.init.uniform_(layer.bias, -bound, bound)
 
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         c1 = self.squash(self.c1(x))  # N x 6 x 28 x 28 (at 32 x 32)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import TypedDict
 
 import torch
 from torch import nn
@@ -86,7 +87,9 @@ class ResNet(nn.Module):
         stem_width = widths[0]
         if stem == "imagenet":
             conv = Conv2d(in_channels, stem_width, 7, 2, padding="same" if same else 3, bias=False)
-            pool = MaxPool2d(3, 2, padding="same") if same else nn.MaxPool2d(3, 2, padding=1)
+            pool: nn.Module = (
+                MaxPool2d(3, 2, padding="same") if same else nn.MaxPool2d(3, 2, padding=1)
+            )
             stem_stride = 2
         else:
             conv = Conv2d(in_channels, stem_width, 3, 1, padding="same", bias=False)
@@ -166,8 +169,16 @@ class ResNet(nn.Module):
 
 _PAPER = "He et al., Deep Residual Learning for Image Recognition, CVPR 2016"
 _SE_PAPER = "Hu et al., Squeeze-and-Excitation Networks, CVPR 2018"
-_IMAGENET = dict(input_size=(3, 224, 224), min_size=32, classifier="fc")
-_SMALL = dict(input_size=(3, 32, 32), min_size=8, classifier="fc")
+
+
+class _Entry(TypedDict):
+    input_size: tuple[int, int, int]
+    min_size: int
+    classifier: str
+
+
+_IMAGENET: _Entry = {"input_size": (3, 224, 224), "min_size": 32, "classifier": "fc"}
+_SMALL: _Entry = {"input_size": (3, 32, 32), "min_size": 8, "classifier": "fc"}
 
 
 @register_model(**_IMAGENET, paper=_PAPER)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +64,7 @@ def _holds(found: object, value: object) -> str:
     return "" if found is value else f" holds {value!r}"
 
 
-def _as_tuple(value: object) -> tuple:
+def _as_tuple(value: Any) -> tuple:
     if isinstance(value, int | np.integer | float | str) or not hasattr(value, "__len__"):
         return (value,)
     return tuple(value)
@@ -79,7 +80,7 @@ def parse_window(value: int | Sequence[int], name: str, op: str) -> tuple[int, i
     if len(ints) == 4:
         if ints[0] != 1 or ints[3] != 1:
             raise ValueError(
-                f"{op}: {name}={list(value)}; the 4-element form is [1, {name}_height, "
+                f"{op}: {name}={list(_as_tuple(value))}; the 4-element form is [1, {name}_height, "
                 f"{name}_width, 1] (NHWC): the batch and channel entries must be 1"
             )
         return ints[1], ints[2]
@@ -100,14 +101,16 @@ def parse_pool_window(
     k4 = len(_as_tuple(ksize)) == 4
     s4 = len(_as_tuple(strides)) == 4
     if k4:
-        kv = _positive_ints(tuple(ksize), "ksize", op, ksize)
+        kv = _positive_ints(_as_tuple(ksize), "ksize", op, ksize)
         if kv[0] != 1:
-            raise ValueError(f"{op}: ksize={list(ksize)}; pooling along the batch is not supported")
+            raise ValueError(
+                f"{op}: ksize={list(_as_tuple(ksize))}; pooling along the batch is not supported"
+            )
         if kv[3] > 1:
-            sv = _positive_ints(tuple(strides), "strides", op, strides) if s4 else ()
+            sv = _positive_ints(_as_tuple(strides), "strides", op, strides) if s4 else ()
             if kv[1:3] != (1, 1) or sv != kv:
                 raise ValueError(
-                    f"{op}: ksize={list(ksize)}, strides={strides!r}; depth pooling needs "
+                    f"{op}: ksize={list(_as_tuple(ksize))}, strides={strides!r}; depth pooling needs "
                     f"ksize=(1, 1, 1, k) and strides=(1, 1, 1, k) with the same k, and cannot "
                     f"also pool along height or width (as in TensorFlow)"
                 )

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnkit.ops._args import (
+    _as_tuple,
     check_output_size,
     nchw_to_nhwc,
     nhwc_to_nchw,
@@ -89,7 +90,7 @@ def _pool(
         try:
             return nchw_to_nhwc(depth_pool_nchw(x, depth, mode))
         except ValueError as exc:
-            raise ValueError(f"{op}: ksize={list(ksize)}: {exc}") from None
+            raise ValueError(f"{op}: ksize={list(_as_tuple(ksize))}: {exc}") from None
     if not same:
         check_output_size(op, "height", x.shape[2], kernel[0])
         check_output_size(op, "width", x.shape[3], kernel[1])

@@ -134,7 +134,7 @@ class Task(ABC):
 
     def collate(self, batch: Sequence[Any]) -> Any:
         """Stack a ``DataLoader``'s ``(image, target)`` items into one batch."""
-        return default_collate(batch)
+        return default_collate(list(batch))
 
     # ---- training
     @abstractmethod

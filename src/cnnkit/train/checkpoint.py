@@ -30,7 +30,7 @@ def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for key, tensor in tensors.items():
         tensor = tensor.detach().cpu().contiguous()
-        ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        ident = (tensor.untyped_storage().data_ptr(), int(tensor.storage_offset()))
         if ident in seen and tensor.numel() > 0:
             tensor = tensor.clone()
         seen.add(ident)

@@ -108,7 +108,7 @@ class _Strided(torch.utils.data.Sampler[int]):
     def __init__(self, length: int, rank: int, world_size: int) -> None:
         self.indices = range(rank, length, world_size)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self):
         return iter(self.indices)
 
     def __len__(self) -> int:
@@ -156,7 +156,7 @@ def shard_loader(loader: DataLoader, info: DistInfo, seed: int = 0) -> DataLoade
             "DataLoader (an iterable dataset, a custom batch sampler, or no batch size) cannot be "
             "sharded automatically: give it a DistributedSampler"
         )
-    sampler = DistributedSampler(
+    sampler: DistributedSampler = DistributedSampler(
         loader.dataset,
         num_replicas=info.world_size,
         rank=info.rank,

@@ -16,12 +16,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from cnnkit.train.callbacks import Callback, _Monitoring
+
+if TYPE_CHECKING:
+    from cnnkit.train.trainer import Batches
 
 _PIN_ATTR = "_cnnkit_frozen_bn_hook"
 
@@ -118,7 +121,7 @@ class _BestWeights(_Monitoring):
 
 def fine_tune(
     model: nn.Module,
-    train: Iterable,
+    train: Batches,
     valid: Iterable | None = None,
     *,
     classifier: str = "fc",

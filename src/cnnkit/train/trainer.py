@@ -16,7 +16,7 @@ import random
 import time
 import warnings
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -29,6 +29,14 @@ from cnnkit.train import distributed, rundir
 from cnnkit.train.callbacks import BestCheckpoint, Callback
 from cnnkit.train.checkpoint import load_checkpoint, save_checkpoint
 from cnnkit.train.optim import make_optimizer, make_schedule
+
+
+class Batches(Protocol):
+    """What ``fit`` trains on: an iterable of ``(images, targets)`` batches with a length."""
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def __len__(self) -> int: ...
 
 
 class NonFiniteLossError(RuntimeError):
@@ -102,7 +110,7 @@ class Trainer:
         self.precision = default_precision(self.device, precision)
         if channels_last is not None:
             self.precision = type(self.precision)(self.device, self.precision.name, channels_last)
-        self.model = model.to(self.device, memory_format=self.precision.memory_format)
+        self.model = model.to(self.device).to(memory_format=self.precision.memory_format)
         # What the training step calls: the model itself, or its DDP wrapper under torchrun. DDP
         # records which parameters train when it is built: after freezing or unfreezing layers,
         # build a new Trainer (fine_tune does).
@@ -223,7 +231,7 @@ class Trainer:
 
     def fit(
         self,
-        train: Iterable,
+        train: Batches,
         valid: Iterable | None = None,
         *,
         epochs: int = 1,
@@ -237,7 +245,7 @@ class Trainer:
         ``val_loss`` and the task's validation metrics, ``lr``, ``images_per_s`` and ``seconds``.
         """
         train = self._shard(train)
-        steps_per_epoch = len(train)  # type: ignore[arg-type]
+        steps_per_epoch = len(train)
         if self.scheduler is None or self.planned_epochs != epochs:
             self.scheduler = make_schedule(
                 self.schedule,
@@ -294,7 +302,7 @@ class Trainer:
         """Whether this process writes the run directory (rank 0 of a DDP job, or the only one)."""
         return self.run is not None and self.dist.is_main
 
-    def _shard(self, data: Iterable, *, training: bool = True) -> Iterable:
+    def _shard(self, data: Any, *, training: bool = True) -> Any:
         """Under DDP, this process's share of ``data``: for training equal shares (every process
         runs the same number of steps), for evaluation every item exactly once over all processes."""
         if not self.dist.enabled:
@@ -312,13 +320,14 @@ class Trainer:
             f"TensorBatches or a DataLoader (both sharded automatically), not {type(data).__name__}"
         )
 
-    def _train_epoch(self, train: Iterable, epoch: int, epochs: int) -> dict[str, float]:
+    def _train_epoch(self, train: Batches, epoch: int, epochs: int) -> dict[str, float]:
         self.train_model.train()
         torch.manual_seed(self.seed * 1_000_003 + epoch)  # dropout masks reproduce on resume
         if hasattr(train, "set_epoch"):
             train.set_epoch(epoch)
-        if isinstance(getattr(train, "sampler", None), torch.utils.data.DistributedSampler):
-            train.sampler.set_epoch(epoch)  # type: ignore[attr-defined]  # a new shuffle per epoch
+        sampler = getattr(train, "sampler", None)
+        if isinstance(sampler, torch.utils.data.DistributedSampler):
+            sampler.set_epoch(epoch)  # a new shuffle per epoch
         scheduler = self.scheduler
         assert scheduler is not None  # fit builds it
         metric = self.task.train_metrics()
@@ -326,7 +335,7 @@ class Trainer:
         # the loss summed over images (over the epoch, and since the last logged step), and images
         loss_sums = torch.zeros(4, dtype=torch.float64, device=self.device)
         totals = [0.0, 0.0, 0.0, 0.0]  # over every process, as of the last host sync
-        steps = len(train)  # type: ignore[arg-type]
+        steps = len(train)
         start = time.perf_counter()
         bar = tqdm(
             total=steps,

@@ -113,11 +113,13 @@ def plot_feature_maps(
         len(images), columns, figsize=(3.2 * columns, 2.4 * len(images) + 0.6), squeeze=False
     )
     for row, image in enumerate(images):
-        panels = [(np.clip(image, 0, 1), None, "input image")]
+        panels: list[tuple[np.ndarray, str | None, str]] = [
+            (np.clip(image, 0, 1), None, "input image")
+        ]
         panels += [(maps[row, :, :, i], "gray", captions[i]) for i in range(count)]
         if pooled is not None:
             for i in range(pooled.shape[3]):
-                caption = POOL_CAPTIONS[pool].format(n=count)
+                caption = POOL_CAPTIONS[str(pool)].format(n=count)
                 if pool != "depth":
                     caption = f"{captions[i].split(':')[0]}, {caption}"
                 panels.append((pooled[row, :, :, i], "gray", caption))

@@ -104,7 +104,7 @@ def plot_confusion_matrix(
     for i in range(n):
         for j in range(n):
             color = "white" if matrix[i, j] > threshold else "black"
-            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7, color=color)
+            ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=7, color=color)
     accuracy = np.trace(matrix) / max(matrix.sum(), 1)
     ax.set_title(f"confusion matrix (accuracy {accuracy:.2%})")
     return save_figure(fig, path)
