@@ -55,6 +55,16 @@ def _checked(device: str | torch.device) -> torch.device:
     return chosen
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX-512 BF16 or AMX tiles), where bf16 autocast
+    speeds training up; on AVX2-only CPUs oneDNN emulates it and it is many times slower than fp32.
+
+    Asks torch's own CPU-feature probes (``torch.cpu._is_avx512_bf16_supported``,
+    ``_is_amx_tile_supported``), the ones its kernels dispatch on."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
 @dataclass(frozen=True)
 class Precision:
     """How a step computes: ``fp32`` or ``bf16`` autocast, and whether activations are channels-last."""

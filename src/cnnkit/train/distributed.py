@@ -121,6 +121,13 @@ def shard_eval_loader(loader: DataLoader, info: DistInfo) -> DataLoader:
     if loader.batch_size is None or isinstance(loader.dataset, torch.utils.data.IterableDataset):
         return loader  # cannot be split: every process evaluates all of it
     sampler = _Strided(len(loader.dataset), info.rank, info.world_size)  # type: ignore[arg-type]
+    return _with_sampler(loader, sampler, drop_last=False)
+
+
+def _with_sampler(
+    loader: DataLoader, sampler: torch.utils.data.Sampler, drop_last: bool
+) -> DataLoader:
+    """``loader`` rebuilt around ``sampler``, keeping batch size, workers, prefetching and collation."""
     return DataLoader(
         loader.dataset,
         batch_size=loader.batch_size,
@@ -128,6 +135,11 @@ def shard_eval_loader(loader: DataLoader, info: DistInfo) -> DataLoader:
         num_workers=loader.num_workers,
         collate_fn=loader.collate_fn,
         pin_memory=loader.pin_memory,
+        drop_last=drop_last,
+        timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn,
+        prefetch_factor=loader.prefetch_factor,
+        persistent_workers=loader.persistent_workers,
     )
 
 
@@ -163,16 +175,4 @@ def shard_loader(loader: DataLoader, info: DistInfo, seed: int = 0) -> DataLoade
         shuffle=isinstance(loader.sampler, RandomSampler),
         seed=seed,
     )
-    return DataLoader(
-        loader.dataset,
-        batch_size=loader.batch_size,
-        sampler=sampler,
-        num_workers=loader.num_workers,
-        collate_fn=loader.collate_fn,
-        pin_memory=loader.pin_memory,
-        drop_last=loader.drop_last,
-        timeout=loader.timeout,
-        worker_init_fn=loader.worker_init_fn,
-        prefetch_factor=loader.prefetch_factor,
-        persistent_workers=loader.persistent_workers,
-    )
+    return _with_sampler(loader, sampler, loader.drop_last)
