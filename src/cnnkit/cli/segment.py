@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cnnkit.cli import CLIError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 BEST, LAST = "best.safetensors", "last.safetensors"  # cnnkit.train.rundir's names (a test checks)
 LABELS_SUFFIX = "_labels"
@@ -26,6 +31,13 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", choices=[BEST, LAST], default=BEST)
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of the class colours")
     p.set_defaults(func=run)
+
+
+def _png_writer(image: Image.Image) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        image.save(path, format="PNG")
+
+    return write
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,8 +78,7 @@ def run(args: argparse.Namespace) -> int:
         name = Path(path).stem
         plot_overlay(image, labels, meta.class_names, out / f"{name}.png", alpha=args.alpha)
         label_file = out / f"{name}{LABELS_SUFFIX}.png"
-        label_image = TF.to_pil_image(labels[None])  # mode L: the class index per pixel
-        atomic_write(label_file, lambda tmp, png=label_image: png.save(tmp, format="PNG"))
+        atomic_write(label_file, _png_writer(TF.to_pil_image(labels[None])))  # mode L: indices
         counts = torch.bincount(labels.reshape(-1).long(), minlength=len(meta.class_names))
         found = ", ".join(
             f"{meta.class_names[k]} {counts[k] / labels.numel():.0%}"

@@ -66,6 +66,12 @@ def voc_colormap(n: int = 256) -> np.ndarray:
     return colors
 
 
+def rgb(values: Sequence[int] | np.ndarray) -> tuple[int, int, int]:
+    """Three colour values as an ``(r, g, b)`` tuple of ints."""
+    red, green, blue = (int(v) for v in values)
+    return red, green, blue
+
+
 @dataclass(frozen=True)
 class ClassTable:
     """Class names and the colour of each class in colour masks."""
@@ -85,11 +91,12 @@ def read_classes(root: Path) -> ClassTable | None:
             raise ValueError(f"{json_path}: not valid JSON ({exc})") from None
         if not isinstance(spec, list) or not spec:
             raise ValueError(f"{json_path}: expected a non-empty list of class names, got {spec!r}")
-        names, colors = [], []
+        names: list[str] = []
+        colors: list[tuple[int, int, int]] = []
         for k, item in enumerate(spec):
             if isinstance(item, str):
                 names.append(item)
-                colors.append(tuple(int(c) for c in voc[k]))
+                colors.append(rgb(voc[k]))
                 continue
             color = item.get("color") if isinstance(item, dict) else None
             if not (
@@ -102,15 +109,13 @@ def read_classes(root: Path) -> ClassTable | None:
                     '{"name": ..., "color": [r, g, b]}'
                 )
             names.append(item["name"])
-            colors.append(tuple(int(c) for c in (color or voc[k])))
-        return ClassTable(tuple(names), tuple(colors))  # type: ignore[arg-type]
+            colors.append(rgb(color or voc[k]))
+        return ClassTable(tuple(names), tuple(colors))
     if txt_path.is_file():
         names = [line.strip() for line in txt_path.read_text().splitlines() if line.strip()]
         if not names:
             raise ValueError(f"{txt_path}: no class names (expected one per line)")
-        return ClassTable(
-            tuple(names), tuple(tuple(int(c) for c in voc[k]) for k in range(len(names)))
-        )  # type: ignore[misc]
+        return ClassTable(tuple(names), tuple(rgb(voc[k]) for k in range(len(names))))
     return None
 
 
@@ -246,7 +251,8 @@ def load_segmentation_folder(
     pairs = find_pairs(root)
     for image_path, mask_path in pairs:
         image = read_image(image_path, channels)
-        mask = torch.from_numpy(read_mask(mask_path, classes, tuple(image.shape[1:])))
+        size = (image.shape[1], image.shape[2])
+        mask = torch.from_numpy(read_mask(mask_path, classes, size))
         images.append(image)
         masks.append(mask)
     sizes = {tuple(i.shape[1:]) for i in images}

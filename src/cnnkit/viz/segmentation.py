@@ -1,7 +1,8 @@
 """Segmentation figures: label maps drawn over their images as colour overlays, with a legend.
 
-Colours are the PASCAL VOC colour map (``cnnkit.data.segmentation.voc_colormap``: class 1 dark red,
-2 green, …), so a figure of a VOC-style dataset uses the colours of its own palette masks. The
+Colours: matplotlib's qualitative ``tab20`` for up to 20 classes, its ten strong hues first (the
+VOC colour map of palette masks has greys and near-blacks that vanish on grey images); more classes
+take the PASCAL VOC colour map (``cnnkit.data.segmentation.voc_colormap``). The
 overlays are ``torchvision.utils.draw_segmentation_masks``; matplotlib (imported inside the
 functions that plot) only lays out the panels and the legend. Files are written through
 ``cnnkit.io.atomic_write_bytes``.
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from torchvision.utils import draw_segmentation_masks
 
-from cnnkit.data.segmentation import IGNORE_INDEX, voc_colormap
+from cnnkit.data.segmentation import IGNORE_INDEX, rgb, voc_colormap
 from cnnkit.io import atomic_write_bytes
 
 #: class names drawn without a colour (the image shows through)
@@ -27,8 +28,14 @@ BACKGROUND_NAMES = ("background", "_background_", "bg")
 
 
 def class_colors(count: int) -> list[tuple[int, int, int]]:
-    """The colour of each of ``count`` classes (the VOC colour map)."""
-    return [tuple(int(c) for c in rgb) for rgb in voc_colormap(max(count, 1))[:count]]  # type: ignore[misc]
+    """The colour of each of ``count`` classes, RGB 0-255 (see the module docstring)."""
+    if count > 20:
+        return [rgb(color) for color in voc_colormap(count)]
+    import matplotlib
+
+    tab20 = matplotlib.colormaps["tab20"]  # pairs (strong, light) of ten hues
+    order = [*range(0, 20, 2), *range(1, 20, 2)]
+    return [rgb([round(255 * c) for c in tab20(i)[:3]]) for i in order[:count]]
 
 
 def drawn_classes(class_names: Sequence[str]) -> list[int]:
@@ -73,8 +80,9 @@ def _legend(fig: Any, class_names: Sequence[str], classes: Sequence[int]) -> Non
 
     colors = class_colors(len(class_names))
     handles = [
-        Patch(facecolor=np.array(colors[k]) / 255, edgecolor="black", label=class_names[k])
+        Patch(facecolor=f"#{r:02x}{g:02x}{b:02x}", edgecolor="black", label=class_names[k])
         for k in classes
+        for r, g, b in [colors[k]]
     ]
     if handles:
         fig.legend(
@@ -98,9 +106,9 @@ def _figure(rows: int, columns: int, panel: float = 2.0) -> tuple[Any, Any]:
     matplotlib.use("Agg")  # files only
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(panel * columns, panel * rows + 0.6), squeeze=False
-    )
+    height = panel * rows + 0.8  # 0.8 inch below the panels for the legend
+    fig, axes = plt.subplots(rows, columns, figsize=(panel * columns, height), squeeze=False)
+    fig.subplots_adjust(left=0.01, right=0.99, top=1 - 0.3 / height, bottom=0.8 / height)
     for ax in axes.flat:
         ax.axis("off")
     return fig, axes
