@@ -80,6 +80,20 @@ def test_under_ddp_the_matrix_and_the_loss_sums_are_reduced():
     assert scores["loss"] == pytest.approx(float(pixel_cross_entropy(logits, target)), rel=1e-6)
 
 
+def test_a_process_that_saw_no_batch_joins_the_reduce_with_zeros_of_the_models_size():
+    from cnnkit.models import create_model
+
+    logits, target = random_set()
+    task = get_task("segment")
+    task.setup(create_model("unet", num_classes=5, in_channels=1, base_width=2, depth=1))
+    idle, busy = task.eval_metrics(), task.eval_metrics()
+    busy.update(logits, target)
+    others = [busy.matrix(), busy._sums]
+    scores = idle.compute(lambda tensor: tensor + others.pop(0))  # shapes must agree to add
+    pred = logits.argmax(1)
+    assert scores["mean_iou"] == pytest.approx(float(mean_iou(pred, target, 5, ignore_index=255)))
+
+
 def test_training_metrics_match_evaluation_metrics_without_a_label_check():
     logits, target = random_set()
     task = get_task("segment")
@@ -348,3 +362,18 @@ def test_segment_writes_an_overlay_and_a_label_map_at_the_image_size(segment_run
     labels = Image.open(tmp_path / "masks" / "big_labels.png")
     assert labels.size == (40, 32) and labels.mode == "L"
     assert set(np.unique(np.array(labels)).tolist()) <= {0, 1, 2}
+
+
+def test_overlays_colour_the_classes_and_leave_background_as_it_is():
+    from cnnkit.viz.segmentation import class_colors, overlay
+
+    image = torch.full((1, 2, 2), 100, dtype=torch.uint8)
+    labels = torch.tensor([[0, 1], [2, 0]])
+    drawn = overlay(image, labels, ["background", "cat", "dog"], alpha=0.5)
+    colors = class_colors(3)
+    assert drawn[:, 0, 0].tolist() == [100, 100, 100]  # background: the grey image shows
+    for (y, x), k in (((0, 1), 1), ((1, 0), 2)):  # half image, half class colour
+        expected = [(100 + c) / 2 for c in colors[k]]
+        assert drawn[:, y, x].tolist() == pytest.approx(expected, abs=1)
+    assert len(set(class_colors(11))) == 11
+    assert all(len(set(c)) > 1 for c in class_colors(11))  # no grey among the scenes' classes

@@ -72,7 +72,7 @@ def add_training_arguments(p: argparse.ArgumentParser, *, model_required: bool =
         "--data",
         default="fashion-mnist",
         help="fashion-mnist, scenes (Fashion-MNIST items on 128x128 canvases), a folder with one "
-        "sub-folder per class, or a .csv/.json list",
+        "sub-folder per class, or a .csv/.json list; for --task segment a folder of images/ and masks/",
     )
     p.add_argument("--data-root", default=None, help="folder holding a named dataset's files")
     p.add_argument(

@@ -83,8 +83,9 @@ class SegmentationMetrics(StreamingMetric):
         ignore_index: int = VOC_IGNORE_INDEX,
         loss_fn: LossFn | None = None,
         check_labels: bool = True,
+        device: torch.device | None = None,
     ) -> None:
-        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.num_classes, self.ignore_index, self.device = num_classes, ignore_index, device
         self.loss_fn, self.check_labels = loss_fn, check_labels
         self._confusion: ConfusionMatrix | None = None
         self._sums: torch.Tensor | None = None
@@ -95,6 +96,7 @@ class SegmentationMetrics(StreamingMetric):
     def _matrix_of(self, device: torch.device, num_classes: int) -> ConfusionMatrix:
         if self._confusion is None:
             self._confusion = ConfusionMatrix(num_classes, self.ignore_index, device)
+            self.device = device
         return self._confusion
 
     def update(self, output: Any, target: torch.Tensor) -> None:
@@ -119,7 +121,8 @@ class SegmentationMetrics(StreamingMetric):
         if self._confusion is not None:
             matrix = self._confusion.matrix
         elif self.num_classes is not None:  # this process saw no batch; the others may have
-            matrix = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
+            k = self.num_classes
+            matrix = torch.zeros(k, k, dtype=torch.long, device=self.device)
         else:
             raise ValueError("SegmentationMetrics: no batch was seen and num_classes is unknown")
         return reduce(matrix).cpu()
@@ -131,12 +134,9 @@ class SegmentationMetrics(StreamingMetric):
             "mean_iou": float(mean_iou_from_matrix(matrix)),
         }
         if self.loss_fn is not None:
-            device = self._confusion.matrix.device if self._confusion is not None else None
-            sums = (
-                self._sums
-                if self._sums is not None
-                else torch.zeros(2, dtype=torch.float64, device=device)
-            )
+            sums = self._sums
+            if sums is None:
+                sums = torch.zeros(2, dtype=torch.float64, device=self.device)
             loss_sum, pixels = reduce(sums).tolist()
             scores = {"loss": loss_sum / pixels if pixels else math.nan, **scores}
         return scores
@@ -158,8 +158,10 @@ class Segment(Task):
             raise ValueError(f"loss: expected one of {', '.join(LOSSES)}, got {loss!r}")
         self.loss_name, self.ignore_index = loss, int(ignore_index)
         self.loss_fn = LOSSES[loss]
-        #: the model's number of classes (from ``setup``), so a metric with no batch knows its size
+        # the model's number of classes and device (from ``setup``): under DDP a process that sees
+        # no evaluation batch still joins the all-reduce with a zero matrix of the right size
         self.num_classes: int | None = None
+        self.device: torch.device | None = None
 
     def options(self) -> dict[str, Any]:
         return {"loss": self.loss_name, "ignore_index": self.ignore_index}
@@ -167,6 +169,7 @@ class Segment(Task):
     def setup(self, model: nn.Module) -> None:
         num_classes = getattr(getattr(model, "module", model), "num_classes", None)
         self.num_classes = int(num_classes) if isinstance(num_classes, int) else None
+        self.device = next((p.device for p in model.parameters()), None)
 
     def loss(
         self, output: Any, target: torch.Tensor
@@ -181,10 +184,14 @@ class Segment(Task):
         return total, parts
 
     def train_metrics(self) -> SegmentationMetrics:
-        return SegmentationMetrics(self.num_classes, self.ignore_index, check_labels=False)
+        return SegmentationMetrics(
+            self.num_classes, self.ignore_index, check_labels=False, device=self.device
+        )
 
     def eval_metrics(self) -> SegmentationMetrics:
-        return SegmentationMetrics(self.num_classes, self.ignore_index, self.loss_fn)
+        return SegmentationMetrics(
+            self.num_classes, self.ignore_index, self.loss_fn, device=self.device
+        )
 
     def decode(self, output: Any) -> torch.Tensor:
         """Label maps (N, H, W), int64: the most likely class of each pixel."""
@@ -213,7 +220,9 @@ class Segment(Task):
         neither targets nor predictions); with ``run_dir`` a figure of the first test images with
         their predicted and true masks (``rundir.SEGMENTATION_PLOT``)."""
         names = list(meta.class_names)
-        metric = SegmentationMetrics(len(names), self.ignore_index, self.loss_fn)
+        metric = SegmentationMetrics(
+            len(names), self.ignore_index, self.loss_fn, device=trainer.device
+        )
         scores = trainer.evaluate(test, metric=metric)
         iou = per_class_iou(metric.matrix(trainer.reduce)).tolist()
         metrics: dict[str, Any] = {f"test_{k}": v for k, v in scores.items()}

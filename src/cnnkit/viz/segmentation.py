@@ -1,6 +1,6 @@
 """Segmentation figures: label maps drawn over their images as colour overlays, with a legend.
 
-Colours: matplotlib's qualitative ``tab20`` for up to 20 classes, its ten strong hues first (the
+Colours: matplotlib's qualitative ``tab20`` for up to 20 classes, its strong hues first (the
 VOC colour map of palette masks has greys and near-blacks that vanish on grey images); more classes
 take the PASCAL VOC colour map (``cnnkit.data.segmentation.voc_colormap``). The
 overlays are ``torchvision.utils.draw_segmentation_masks``; matplotlib (imported inside the
@@ -34,7 +34,8 @@ def class_colors(count: int) -> list[tuple[int, int, int]]:
     import matplotlib
 
     tab20 = matplotlib.colormaps["tab20"]  # pairs (strong, light) of ten hues
-    order = [*range(0, 20, 2), *range(1, 20, 2)]
+    # strong hues first, light ones next, the greys (14, 15) last: grey vanishes on grey images
+    order = [*range(0, 14, 2), 16, 18, *range(1, 14, 2), 17, 19, 14, 15]
     return [rgb([round(255 * c) for c in tab20(i)[:3]]) for i in order[:count]]
 
 
