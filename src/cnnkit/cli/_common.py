@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 # against cnnkit.train.optim and cnnkit.tasks, their owners.
 OPTIMIZER_CHOICES = ("sgd", "adam", "adamw", "nadam", "rmsprop")
 SCHEDULE_CHOICES = ("constant", "step", "cosine", "onecycle")
-TASK_CHOICES = ("classify",)
+TASK_CHOICES = ("classify", "segment")
 
 
 def parse_options(pairs: list[str], option: str = "--model-option") -> dict[str, Any]:
@@ -72,7 +72,7 @@ def add_training_arguments(p: argparse.ArgumentParser, *, model_required: bool =
         "--data",
         default="fashion-mnist",
         help="fashion-mnist, scenes (Fashion-MNIST items on 128x128 canvases), a folder with one "
-        "sub-folder per class, or a .csv/.json list",
+        "sub-folder per class, or a .csv/.json list; for --task segment a folder of images/ and masks/",
     )
     p.add_argument("--data-root", default=None, help="folder holding a named dataset's files")
     p.add_argument(

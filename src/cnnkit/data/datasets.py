@@ -445,13 +445,17 @@ def load_data(
     options: dict[str, Any] | None = None,
 ) -> ImageData:
     """A dataset by name (``fashion-mnist``, ``scenes``) or path (a folder of class sub-folders, or a .csv or
-    .json list of images), seen at ``channels`` × ``image_size`` × ``image_size`` (default: the
+    .json list of images; for ``task="segment"`` a folder of ``images/`` and ``masks/``), seen at ``channels`` × ``image_size`` × ``image_size`` (default: the
     data's own for named datasets, 3 × 224 for image files) and normalized with ``mean``/``std``
     (default: computed on the training split)."""
     name = str(source)
     if name in DATASETS:
         return DATASETS[name](root, channels, image_size, mean, std, task=task, options=options)
     path = Path(source)
+    if task == "segment":  # a folder of images/ and masks/ (cnnkit.data.segmentation)
+        from cnnkit.data.segmentation import segmentation_data
+
+        return segmentation_data(path, channels, image_size, mean, std, fractions, seed)
     if path.is_dir() or (path.is_file() and path.suffix.lower() in (".csv", ".json")):
         return _image_files(
             path, channels, image_size, mean, std, crop_pct, fractions, seed, workers
@@ -470,6 +474,13 @@ def load_data_from_meta(meta: DataMeta, workers: int = 2) -> ImageData:
         data = DATASETS[meta.name](
             source.get("root"), meta.input_size[0], meta.input_size[1], meta.mean, meta.std,
             task=source.get("task", "classify"), options=source.get("options"),
+        )  # fmt: skip
+    elif source.get("format") == "segmentation-folder":
+        from cnnkit.data.segmentation import segmentation_data
+
+        data = segmentation_data(
+            source.get("root", meta.name), meta.input_size[0], source.get("image_size"), meta.mean,
+            meta.std, source.get("fractions"), int(source.get("seed", 0)),
         )  # fmt: skip
     else:
         data = _image_files(

@@ -1,0 +1,89 @@
+"""``cnnkit segment RUN IMAGE... --out DIR``: segment image files with a trained ``segment`` run.
+
+Each image is preprocessed as the run's validation images were (``DataMeta.preprocess``), its label
+map predicted at the run's input size and brought back to the image's own size by nearest
+neighbour. Per image ``DIR/NAME.png`` shows the image beside the colour overlay with a legend of the
+classes found, and ``DIR/NAME_labels.png`` holds the label map itself (one class index per pixel,
+a grey PNG). Unreadable files are reported and skipped (exit status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cnnkit.cli import CLIError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+BEST, LAST = "best.safetensors", "last.safetensors"  # cnnkit.train.rundir's names (a test checks)
+LABELS_SUFFIX = "_labels"
+
+
+def register(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run directory written by `cnnkit train --task segment`")
+    p.add_argument("images", nargs="+", help="PNG/JPEG/GIF/WebP files, any size and colour mode")
+    p.add_argument("--out", required=True, help="folder for the overlays (created if needed)")
+    p.add_argument("--checkpoint", choices=[BEST, LAST], default=BEST)
+    p.add_argument("--alpha", type=float, default=0.5, help="opacity of the class colours")
+    p.set_defaults(func=run)
+
+
+def _png_writer(image: Image.Image) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        image.save(path, format="PNG")
+
+    return write
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    import torchvision.transforms.v2.functional as TF
+    from torchvision.transforms import InterpolationMode
+
+    from cnnkit.cli._common import load_run
+    from cnnkit.cli.predict import read_image
+    from cnnkit.io import atomic_write
+    from cnnkit.viz.segmentation import plot_overlay
+
+    if not 0.0 <= args.alpha <= 1.0:
+        raise CLIError(f"--alpha: expected a value in [0, 1], got {args.alpha}")
+    _, _, model, task, meta = load_run(args.run, args.checkpoint)
+    if task.model_task != "segment":
+        raise CLIError(
+            f"{args.run}: a {task.name} run; `cnnkit segment` takes segment runs "
+            "(`cnnkit predict` the others)"
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for path in args.images:
+        try:
+            image = read_image(path, meta.channels)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failures += 1
+            continue
+        with torch.no_grad():
+            labels = task.decode(model(meta.preprocess(image).unsqueeze(0)))[0]
+        if tuple(labels.shape) != tuple(image.shape[1:]):
+            labels = TF.resize(
+                labels[None].to(torch.uint8), list(image.shape[1:]), InterpolationMode.NEAREST_EXACT
+            )[0]
+        labels = labels.to(torch.uint8)
+        name = Path(path).stem
+        plot_overlay(image, labels, meta.class_names, out / f"{name}.png", alpha=args.alpha)
+        label_file = out / f"{name}{LABELS_SUFFIX}.png"
+        atomic_write(label_file, _png_writer(TF.to_pil_image(labels[None])))  # mode L: indices
+        counts = torch.bincount(labels.reshape(-1).long(), minlength=len(meta.class_names))
+        found = ", ".join(
+            f"{meta.class_names[k]} {counts[k] / labels.numel():.0%}"
+            for k in counts.argsort(descending=True).tolist()
+            if counts[k]
+        )
+        print(f"{path} -> {out / f'{name}.png'} ({found})")
+    return 1 if failures else 0
