@@ -170,6 +170,8 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
         "in_channels": data.input_size[0],
         "options": options,
     }
+    if hasattr(task, "model_spec"):  # a task that wraps the named model (localize) records its own
+        model_spec = task.model_spec(args.model, data.meta, options)
     trainer = make_trainer(
         args, model, task, {**run_config(args, model_spec, data), **(extra_config or {})}
     )
@@ -185,7 +187,7 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
         valid = data.batches("valid", 500, device=trainer.device, workers=args.workers)
     if trainer.dist.is_main:  # under torchrun, rank 0 alone speaks
         print(
-            f"training {args.model} ({task.name}) on {data.name}: {len(data.train[1])} images, "
+            f"training {args.model} ({task.name}) on {data.name}: {len(data.train[0])} images, "
             f"batch {batch_size}, {args.epochs} epochs, {trainer.device} {trainer.precision.name}"
             f"{' channels_last' if trainer.precision.channels_last else ''} -> {args.out}"
         )

@@ -10,6 +10,7 @@
       history.png           training loss per step, validation points per epoch, the task's metric
       confusion_matrix.png  classification: test-set confusion matrix
       predictions.png       a grid of test images with their predictions drawn
+      localization.png      localization: test images with true (green) and predicted (red) boxes
 
 Every file is written through a temporary file and an atomic rename.
 """
@@ -32,6 +33,7 @@ LAST = "last.safetensors"
 HISTORY_PLOT = "history.png"
 CONFUSION_PLOT = "confusion_matrix.png"
 PREDICTIONS_PLOT = "predictions.png"
+LOCALIZATION_PLOT = "localization.png"
 
 
 class RunDir:
