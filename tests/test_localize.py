@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -171,6 +172,15 @@ def test_decode_gives_probabilities_the_best_class_and_the_box_in_pixels():
     ]
 
 
+def test_an_empty_predicted_box_is_drawn_not_refused():
+    # A plain size below 0 decodes as an empty box; torchvision refuses x2 < x1, which the
+    # inclusive drawing convention (x2 - 1) would give it.
+    task = _task(image_size=(32, 32), box_encoding="plain")
+    (decoded,) = task.decode(_output([[1.0, 0.0]], [[0.5, 0.5, -0.1, -0.1]]))
+    drawn = task.draw_prediction(torch.zeros(1, 32, 32, dtype=torch.uint8), decoded, ["a", "b"])
+    assert drawn.shape == (3, 64, 64) and drawn.dtype == torch.uint8
+
+
 # ---- the model ----------------------------------------------------------------------------------
 
 
@@ -218,31 +228,32 @@ def test_build_model_and_the_recorded_spec_build_the_same_model():
 
 @pytest.fixture(scope="module")
 def small_scenes():
-    """Single-object Fashion-MNIST scenes on 48 x 48 canvases: 400 to train, 200 to validate."""
+    """Single-object Fashion-MNIST scenes on 64 x 64 canvases: 400 to train, 200 to validate."""
     from cnnkit.data.datasets import load_data
 
-    options = {"n_train": 400, "n_valid": 200, "n_test": 16, "canvas": 48}
+    options = {"n_train": 400, "n_valid": 200, "n_test": 16, "canvas": 64}
     return load_data("scenes", task="localize", options=options)
 
 
 def test_a_tiny_run_learns_both_the_class_and_the_box(small_scenes):
     from cnnkit.train import Trainer
 
+    # LeNet-5 (1,342 images/s on one CPU core at 64 px): 8 epochs of 400 scenes in about 4 s.
     data = small_scenes
     task = _task()
     model = task.build_model("lenet5", data.meta)
-    trainer = Trainer(model, task=task, lr=3e-3, device="cpu", progress=False, seed=0)
-    train = data.batches("train", 32, shuffle=True)
-    valid = data.batches("valid", 200)
-    trainer.fit(train, epochs=8)
-    scores = trainer.evaluate(valid)
-    # The baseline a model that ignores the image can reach: the mean training box for every image.
+    trainer = Trainer(model, task=task, lr=1e-2, device="cpu", progress=False, seed=0)
+    trainer.fit(data.batches("train", 32, shuffle=True), epochs=8)
+    scores = trainer.evaluate(data.batches("valid", 200))
+    # What a model that ignores the image reaches: the mean training box for every image (0.41 on
+    # these scenes). Measured: mean IoU 0.52, accuracy 0.31; the thresholds keep half the margin
+    # over the baseline, and twice the 10% of guessing among 10 classes (3 standard errors of an
+    # accuracy measured on 200 images below the measured one).
     boxes = data.valid[1]["boxes"]
     mean_box = data.train[1]["boxes"].mean(0, keepdim=True).expand_as(boxes)
     baseline = paired_iou(mean_box, boxes).mean().item()
-    assert scores["mean_iou"] > baseline + 0.1, (scores, baseline)
-    # Chance is 10% over the 10 classes; LeNet-5 sees items of 21 to 48 px at 48 x 48.
-    assert scores["accuracy"] > 0.3, scores
+    assert scores["mean_iou"] > baseline + 0.06, (scores, baseline)
+    assert scores["accuracy"] > 0.2, scores
 
 
 # ---- the command line ---------------------------------------------------------------------------
@@ -309,4 +320,4 @@ def test_predict_prints_the_box_and_draws_it_with_out(localize_run, tmp_path, ca
     with Image.open(drawn / "scene.png") as picture:
         # the 64 px image enlarged x2, RGB, with a red box somewhere on it
         assert (picture.mode, picture.size) == ("RGB", (128, 128))
-        assert (230, 0, 0) in set(picture.getdata())
+        assert (np.asarray(picture) == (230, 0, 0)).all(-1).any()

@@ -286,7 +286,9 @@ class Localize(Task):
         scale = image.new_tensor(
             [image.shape[2] / width, image.shape[1] / height] * 2, dtype=torch.float32
         )
-        box = decoded["box"].detach().float().cpu() * scale
+        box = ops.clip_boxes_to_image(
+            decoded["box"].detach().float().cpu() * scale, image.shape[1:]
+        )
         label = decoded["label"]
         return draw_annotations(
             image,
@@ -339,7 +341,8 @@ class Localize(Task):
         for image, label, box, pred in zip(
             images, target["labels"].tolist(), target["boxes"], decoded, strict=True
         ):
-            boxes = torch.stack([box.float(), pred["box"].detach().float().cpu()])
+            predicted = ops.clip_boxes_to_image(pred["box"].detach().float().cpu(), image.shape[1:])
+            boxes = torch.stack([box.float(), predicted])
             drawn.append(
                 draw_annotations(
                     image,

@@ -69,6 +69,8 @@ def draw_annotations(
     if len(boxes):
         # draw_bounding_boxes draws pixel x1..x2 inclusive: the last covered pixel is x2 - 1
         drawn = torch.as_tensor(boxes, dtype=torch.float32) * scale - torch.tensor([0, 0, 1, 1])
+        # an empty box (x2 == x1, a predicted size of 0) is drawn as a line, not refused
+        drawn[:, 2:] = torch.maximum(drawn[:, 2:], drawn[:, :2])
         if captions is None and classes is not None:
             captions = [classes[int(k)] for k in labels]
             if scores is not None:
