@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     test = data.batches("test", args.batch_size, device=trainer.device, workers=args.workers)
     metrics = task.report(trainer, test, meta, None)
     print(
-        f"{args.run} ({args.checkpoint}) on the {meta.name} test split, {len(data.test[1])} images"
+        f"{args.run} ({args.checkpoint}) on the {meta.name} test split, {len(data.test[0])} images"
     )
     task.print_report(metrics, meta)
     return 0

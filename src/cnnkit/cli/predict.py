@@ -1,5 +1,6 @@
 """``cnnkit predict RUN IMAGE...``: predict image files with a trained run (for classification the
-top-k classes). Each image is preprocessed as the run's validation images were (``DataMeta.preprocess``:
+top-k classes). With ``--out DIR`` a task that draws its predictions (``draw_prediction``: localization's
+box) writes each image with its prediction drawn as ``DIR/NAME.png``. Each image is preprocessed as the run's validation images were (``DataMeta.preprocess``:
 stretched to the input size for Fashion-MNIST, resized and centre-cropped for image-file datasets).
 
 ``cnnkit predict --model efficientnet_lite0 IMAGE... --top 3 [--crop center|pad|stretch]`` uses a
@@ -31,6 +32,9 @@ def register(p: argparse.ArgumentParser) -> None:
         help="invert intensities (Fashion-MNIST items are light on a black background)",
     )
     p.add_argument("--checkpoint", choices=[BEST, LAST], default=BEST)
+    p.add_argument(
+        "--out", default=None, help="folder for the images with their prediction drawn (localize)"
+    )
     p.add_argument(
         "--model", default=None, help="a pretrained ImageNet model (e.g. efficientnet_lite0)"
     )
@@ -73,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     from cnnkit.cli._common import load_run
 
     _, _, model, task, meta = load_run(args.run, args.checkpoint)
+    if args.out is not None and not task.draws_predictions:
+        raise CLIError(f"--out: the {task.name} task draws no predictions; predictions are printed")
+    written: set[str] = set()
     failures = 0
     for path in args.images:
         try:
@@ -89,7 +96,27 @@ def run(args: argparse.Namespace) -> int:
         print(path)
         for line in task.format_prediction(decoded, meta.class_names, args.top):
             print(f"  {line}")
+        if args.out is not None:
+            print(
+                f"  drawn: {save_drawing(task.draw_prediction(image, decoded, meta.class_names), args.out, path, written)}"
+            )
     return 1 if failures else 0
+
+
+def save_drawing(
+    image: torch.Tensor, folder: str | Path, source: str | Path, taken: set[str]
+) -> Path:
+    """Write a drawn prediction (uint8 (3, H, W)) as ``folder/NAME.png``, NAME the source file's
+    stem, made unique among this command's outputs (``NAME-2.png`` ...)."""
+    from cnnkit.viz.annotations import save_png
+
+    stem, n = Path(source).stem, 1
+    name = f"{stem}.png"
+    while name in taken:
+        n += 1
+        name = f"{stem}-{n}.png"
+    taken.add(name)
+    return save_png(image, Path(folder) / name)
 
 
 def run_pretrained(args: argparse.Namespace, paths: list[str]) -> int:

@@ -164,12 +164,7 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
     batch_size = resolve_batch_size(
         args.batch_size, model, data.input_size, args.optimizer, args.device
     )
-    model_spec = {
-        "name": args.model,
-        "num_classes": len(data.class_names),
-        "in_channels": data.input_size[0],
-        "options": options,
-    }
+    model_spec = task.model_spec(args.model, data.meta, options)
     trainer = make_trainer(
         args, model, task, {**run_config(args, model_spec, data), **(extra_config or {})}
     )
@@ -185,7 +180,7 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
         valid = data.batches("valid", 500, device=trainer.device, workers=args.workers)
     if trainer.dist.is_main:  # under torchrun, rank 0 alone speaks
         print(
-            f"training {args.model} ({task.name}) on {data.name}: {len(data.train[1])} images, "
+            f"training {args.model} ({task.name}) on {data.name}: {len(data.train[0])} images, "
             f"batch {batch_size}, {args.epochs} epochs, {trainer.device} {trainer.precision.name}"
             f"{' channels_last' if trainer.precision.channels_last else ''} -> {args.out}"
         )

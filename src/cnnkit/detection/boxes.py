@@ -13,7 +13,8 @@ Conventions (every other module converts through here):
   from 0 to 1").
 - **the notes' localization encoding** (Géron, ch. 14, "Classification and Localization"):
   ``(cx, cy, sqrt(w), sqrt(h))`` of the normalized box, so a 10-pixel error on a large box costs less
-  than on a small one. ``encode_localization`` / ``decode_localization`` are exact inverses.
+  than on a small one. ``encode_localization`` / ``decode_localization`` are exact inverses;
+  ``encoding="plain"`` keeps ``(cx, cy, w, h)`` for comparison.
 
 IoU and NMS are torchvision's (``torchvision.ops.box_iou``, ``nms``, ``batched_nms``) with their
 exact results; this module adds the notes' objectness threshold, per-class NMS by ``labels`` and
@@ -159,17 +160,37 @@ def denormalize_boxes(boxes: torch.Tensor, image_size: tuple[int, int]) -> torch
     return boxes * _scale(image_size, boxes)
 
 
-def encode_localization(boxes: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+#: how the localization targets hold the box size: the notes' square roots, or the size itself
+SIZE_ENCODINGS = ("sqrt", "plain")
+
+
+def _check_size_encoding(encoding: str) -> None:
+    if encoding not in SIZE_ENCODINGS:
+        raise ValueError(f"encoding={encoding!r}; expected one of {', '.join(SIZE_ENCODINGS)}")
+
+
+def encode_localization(
+    boxes: torch.Tensor, image_size: tuple[int, int], encoding: str = "sqrt"
+) -> torch.Tensor:
     """xyxy pixel boxes → the notes' regression targets ``(cx, cy, sqrt(w), sqrt(h))``, normalized
     to the image (Géron, ch. 14: "predict the square root of the height and width rather than the
-    height and width directly")."""
+    height and width directly"); ``encoding="plain"`` keeps ``(cx, cy, w, h)`` (the comparison)."""
     check_boxes(boxes, "encode_localization: boxes")
+    _check_size_encoding(encoding)
     cxcywh = normalize_boxes(ops.box_convert(boxes, "xyxy", "cxcywh"), image_size)
+    if encoding == "plain":
+        return cxcywh
     return torch.cat([cxcywh[:, :2], cxcywh[:, 2:].sqrt()], dim=1)
 
 
-def decode_localization(encoded: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-    """The inverse of ``encode_localization``: ``(cx, cy, sqrt(w), sqrt(h))`` → xyxy pixels.
-    A negative predicted root decodes as the size of its square (the sign is lost by squaring)."""
-    cxcywh = torch.cat([encoded[:, :2], encoded[:, 2:].square()], dim=1)
+def decode_localization(
+    encoded: torch.Tensor, image_size: tuple[int, int], encoding: str = "sqrt"
+) -> torch.Tensor:
+    """The inverse of ``encode_localization``: ``(cx, cy, sqrt(w), sqrt(h))`` (or ``(cx, cy, w, h)``
+    with ``encoding="plain"``) → xyxy pixels. A predicted size must decode to a valid box: a negative
+    root decodes as the size of its square (the sign is lost by squaring), a negative plain size as
+    zero (an empty box, IoU 0)."""
+    _check_size_encoding(encoding)
+    sizes = encoded[:, 2:].square() if encoding == "sqrt" else encoded[:, 2:].clamp(min=0)
+    cxcywh = torch.cat([encoded[:, :2], sizes], dim=1)
     return ops.box_convert(denormalize_boxes(cxcywh, image_size), "cxcywh", "xyxy")

@@ -12,6 +12,7 @@ from cnnkit.models import (  # noqa: F401  (importing a family module registers 
     fcn,
     googlenet,
     lenet,
+    localizer,
     resnet,
     unet,
     vgg,

@@ -3,8 +3,8 @@
 ``@register_model(...)`` records a builder under its function name together with what users and
 tools need to know without building it: the paper's input size, the smallest input it accepts, the
 attribute path of its classifier (so transfer learning knows where the head is), the paper, and the
-task whose output contract it follows: "classify" ((N, num_classes) logits) or "segment"
-((N, num_classes, H, W) logits at the input size).
+task whose output contract it follows: "classify" ((N, num_classes) logits), "segment"
+((N, num_classes, H, W) logits at the input size) or "localize" (``{"logits", "boxes"}``).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ class ModelInfo:
     min_size: int  # smallest height/width the model accepts
     classifier: str  # attribute path of the final dense layer, e.g. "fc" or "head.fc"
     paper: str
-    task: str = "classify"  # the output contract (docs/ARCHITECTURE.md): classify, detect, segment
+    task: str = "classify"  # the output contract (docs/ARCHITECTURE.md): classify, detect, segment, localize
 
 
-TASKS = ("classify", "detect", "segment")
+TASKS = ("classify", "detect", "segment", "localize")
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
@@ -45,7 +45,8 @@ def register_model(
     """Register a builder ``fn(num_classes=..., in_channels=..., **options) -> nn.Module``.
 
     ``task`` names the output contract (``docs/ARCHITECTURE.md``): ``"classify"`` (N, num_classes)
-    logits, ``"detect"`` a detection grid (``models/yolo.py``), ``"segment"`` (N, K, H, W) logits."""
+    logits, ``"detect"`` a detection grid (``models/yolo.py``), ``"segment"`` (N, K, H, W) logits,
+    ``"localize"`` ``{"logits": (N, K), "boxes": (N, 4)}`` (``models/localizer.py``)."""
     if task not in TASKS:
         raise ValueError(f"register_model: task={task!r}; expected one of {', '.join(TASKS)}")
 

@@ -132,6 +132,17 @@ class Task(ABC):
             name, num_classes=len(meta.class_names), in_channels=meta.input_size[0], **options
         )
 
+    def model_spec(self, name: str, meta: DataMeta, options: dict[str, Any]) -> dict[str, Any]:
+        """What ``config.json`` records as ``model``, so that ``create_model(spec["name"],
+        num_classes=…, in_channels=…, **spec["options"])`` rebuilds what :meth:`build_model` built
+        (a task that wraps the named model, as localization does, records the wrapper)."""
+        return {
+            "name": name,
+            "num_classes": len(meta.class_names),
+            "in_channels": meta.input_size[0],
+            "options": options,
+        }
+
     def collate(self, batch: Sequence[Any]) -> Any:
         """Stack a ``DataLoader``'s ``(image, target)`` items into one batch."""
         return default_collate(list(batch))
@@ -159,6 +170,16 @@ class Task(ABC):
     ) -> list[str]:
         """Lines ``cnnkit predict`` prints for one image's decoded prediction."""
         return [str(decoded)]
+
+    #: whether :meth:`draw_prediction` draws (``cnnkit predict --out``)
+    draws_predictions: ClassVar[bool] = False
+
+    def draw_prediction(
+        self, image: torch.Tensor, decoded: Any, class_names: Sequence[str]
+    ) -> torch.Tensor:
+        """``image`` (uint8 (C, H, W)) with the prediction drawn, uint8 (3, H', W'); tasks that
+        draw set ``draws_predictions``."""
+        raise NotImplementedError(f"the {self.name} task draws no predictions")
 
     # ---- the end of a run
     def report(

@@ -11,6 +11,7 @@
       confusion_matrix.png  classification: test-set confusion matrix
       predictions.png       a grid of test images with their predictions drawn
       segmentation.png      segmentation: test images with predicted and true masks, a legend
+      localization.png      localization: test images with true (green) and predicted (red) boxes
 
 Every file is written through a temporary file and an atomic rename.
 """
@@ -34,6 +35,7 @@ HISTORY_PLOT = "history.png"
 CONFUSION_PLOT = "confusion_matrix.png"
 PREDICTIONS_PLOT = "predictions.png"
 SEGMENTATION_PLOT = "segmentation.png"
+LOCALIZATION_PLOT = "localization.png"
 
 
 class RunDir:

@@ -41,10 +41,14 @@ def draw_annotations(
     scores: torch.Tensor | None = None,
     scale: int = 2,
     alpha: float = 0.45,
+    colors: Sequence[tuple[int, int, int]] | None = None,
+    captions: Sequence[str] | None = None,
 ) -> torch.Tensor:
     """``image`` (uint8 (C, H, W), C = 1 or 3) with masks filled and boxes outlined in their class's
     colour and captioned with the class name (and score), enlarged ``scale`` times (nearest
-    neighbour, so small scenes stay legible). Returns uint8 (3, scale*H, scale*W)."""
+    neighbour, so small scenes stay legible). ``colors`` and ``captions`` (one per box) replace the
+    class colours and captions (localization draws the true box green, the predicted one red).
+    Returns uint8 (3, scale*H, scale*W)."""
     from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
     if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] not in (1, 3):
@@ -55,21 +59,23 @@ def draw_annotations(
     if scale != 1:
         image = image.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
     labels = torch.as_tensor(labels).reshape(-1)
-    colors = [PALETTE[int(k) % len(PALETTE)] for k in labels]
+    if colors is None:
+        colors = [PALETTE[int(k) % len(PALETTE)] for k in labels]
     if masks is not None and len(masks):
         masks = masks.bool()
         if scale != 1:
             masks = masks.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
-        image = draw_segmentation_masks(image, masks, alpha=alpha, colors=colors)
+        image = draw_segmentation_masks(image, masks, alpha=alpha, colors=list(colors))
     if len(boxes):
         # draw_bounding_boxes draws pixel x1..x2 inclusive: the last covered pixel is x2 - 1
         drawn = torch.as_tensor(boxes, dtype=torch.float32) * scale - torch.tensor([0, 0, 1, 1])
-        captions = None
-        if classes is not None:
+        # an empty box (x2 == x1, a predicted size of 0) is drawn as a line, not refused
+        drawn[:, 2:] = torch.maximum(drawn[:, 2:], drawn[:, :2])
+        if captions is None and classes is not None:
             captions = [classes[int(k)] for k in labels]
             if scores is not None:
                 captions = [f"{c} {float(s):.2f}" for c, s in zip(captions, scores, strict=True)]
-        image = draw_bounding_boxes(image, drawn, captions, colors=colors, width=1)
+        image = draw_bounding_boxes(image, drawn, captions, colors=list(colors), width=1)
     return image
 
 
