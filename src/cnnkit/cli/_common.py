@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 # against cnnkit.train.optim and cnnkit.tasks, their owners.
 OPTIMIZER_CHOICES = ("sgd", "adam", "adamw", "nadam", "rmsprop")
 SCHEDULE_CHOICES = ("constant", "step", "cosine", "onecycle")
-TASK_CHOICES = ("classify",)
+TASK_CHOICES = ("classify", "detect")
 
 
 def parse_options(pairs: list[str], option: str = "--model-option") -> dict[str, Any]:

@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from cnnkit.cli._common import load_run
 
     _, _, model, task, meta = load_run(args.run, args.checkpoint)
+    task.setup(model)  # detection decodes with the model's anchors and stride
     failures = 0
     for path in args.images:
         try:

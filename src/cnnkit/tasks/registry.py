@@ -10,7 +10,7 @@ from cnnkit.tasks.base import Task
 
 _TASKS: dict[str, type[Task]] = {}
 # Task modules imported on first use, so that importing cnnkit.tasks stays cheap.
-_MODULES = ("cnnkit.tasks.classify",)
+_MODULES = ("cnnkit.tasks.classify", "cnnkit.tasks.detect")
 
 T = TypeVar("T", bound=type[Task])
 

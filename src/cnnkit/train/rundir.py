@@ -10,6 +10,8 @@
       history.png           training loss per step, validation points per epoch, the task's metric
       confusion_matrix.png  classification: test-set confusion matrix
       predictions.png       a grid of test images with their predictions drawn
+      precision_recall.png  detection: test-set precision-recall curve per class (IoU 0.5)
+      detections.png        detection: test scenes with their detections drawn
 
 Every file is written through a temporary file and an atomic rename.
 """
@@ -32,6 +34,8 @@ LAST = "last.safetensors"
 HISTORY_PLOT = "history.png"
 CONFUSION_PLOT = "confusion_matrix.png"
 PREDICTIONS_PLOT = "predictions.png"
+PRECISION_RECALL_PLOT = "precision_recall.png"
+DETECTIONS_PLOT = "detections.png"
 
 
 class RunDir:
