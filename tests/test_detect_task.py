@@ -341,3 +341,50 @@ def test_cli_slide_writes_the_heat_map(classification_run, tmp_path, capsys):
     argv = ["slide", str(run), str(tmp_path / "scene" / "000000.png"), "--out", str(out)]
     assert main([*argv, "--top", "3"]) == 0
     assert out.is_file() and "14x14 windows of 28x28" in capsys.readouterr().out
+
+
+# ---- annotated datasets --------------------------------------------------------------------------
+def test_an_annotation_folder_loads_as_a_detection_dataset_stretched_with_its_boxes(tmp_path):
+    from cnnkit.data.annotations import write_annotations
+    from cnnkit.data.datasets import load_data, load_data_from_meta
+    from cnnkit.data.scenes import make_scenes
+
+    scenes = make_scenes(20, "train", 4, canvas=48, max_objects=2)
+    scenes.save_images(tmp_path / "images")
+    write_annotations(scenes.to_annotations(tmp_path / "images"), tmp_path, "coco")
+    data = load_data(tmp_path, task="detect", image_size=32, channels=1)
+    assert data.meta.input_size == (1, 32, 32) and data.meta.source["format"] == "coco"
+    assert [len(data.splits[s][1]) for s in ("train", "valid", "test")] == [15, 3, 2]
+    # the same seeded split and the boxes stretched 48 -> 32 with the images
+    order = torch.randperm(20, generator=torch.Generator().manual_seed(0)).tolist()
+    first = data.train[1][0]
+    torch.testing.assert_close(first["boxes"], scenes.boxes[order[0]] * 32 / 48)
+    assert torch.equal(first["labels"], scenes.labels[order[0]])
+    again = load_data_from_meta(data.meta)
+    torch.testing.assert_close(again.test[1][1]["boxes"], data.test[1][1]["boxes"])
+    assert torch.equal(again.test[0], data.test[0])
+
+
+def test_detect_and_slide_help_import_no_torch():
+    """`cnnkit detect --help` and `cnnkit slide --help` stay instant (torch is imported in run)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom cnnkit.cli import main\n"
+        "for name in ('detect', 'slide'):\n"
+        "    try:\n        main([name, '--help'])\n    except SystemExit:\n        pass\n"
+        "print(sorted(m for m in ('torch', 'matplotlib', 'torchvision') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert "--score-threshold" in result.stdout and "--top" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_commands_checkpoint_names_are_the_run_directory_s():
+    from cnnkit.cli import detect, slide
+    from cnnkit.train import rundir
+
+    assert (detect.BEST, detect.LAST) == (slide.BEST, slide.LAST) == (rundir.BEST, rundir.LAST)

@@ -348,9 +348,11 @@ class Detect(Task):
         voc = metrics.get("per_class_voc_ap_50", {})
         if per_class:
             width = max(len(str(n)) for n in per_class)
-            print(f"  {'class':<{width}}  AP@[.5:.95]  VOC AP@0.5")
+            print(f"  {'class':<{width}}  AP@[.5:.95]  VOC AP@0.5   (-: no ground truth)")
             for name, ap in per_class.items():
-                print(f"  {name!s:<{width}}  {ap:11.4f}  {voc.get(name, math.nan):10.4f}")
+                coco_ap = f"{ap:11.4f}" if ap >= 0 else f"{'-':>11s}"
+                voc_ap = f"{voc[name]:10.4f}" if name in voc else f"{'-':>10s}"
+                print(f"  {name!s:<{width}}  {coco_ap}  {voc_ap}")
 
     def history_metric(self) -> str:
         return "map_50"
