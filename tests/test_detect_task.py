@@ -388,3 +388,17 @@ def test_the_commands_checkpoint_names_are_the_run_directory_s():
     from cnnkit.train import rundir
 
     assert (detect.BEST, detect.LAST) == (slide.BEST, slide.LAST) == (rundir.BEST, rundir.LAST)
+
+
+def test_precision_recall_curves_average_to_pycocotools_ap_at_that_threshold():
+    from cnnkit.detection.metrics import precision_recall_curves
+
+    outputs, targets = scenes(12, seed=5)
+    predictions = postprocess(outputs, ANCHORS, STRIDE, 0.01, 0.5)
+    curves = precision_recall_curves(predictions, targets, 0.5)
+    per_class = mean_average_precision(predictions, targets, iou_thresholds=[0.5])["per_class"]
+    assert sorted(curves) == sorted({int(c) for t in targets for c in t["labels"]})
+    for label, (recall, precision) in curves.items():
+        assert recall.tolist() == pytest.approx([k / 100 for k in range(101)])
+        assert (precision[:-1] >= precision[1:]).all()  # COCO's interpolated: non-increasing
+        assert precision.mean() == pytest.approx(per_class[label], abs=1e-12)

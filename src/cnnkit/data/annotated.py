@@ -66,8 +66,8 @@ def load_annotated(
     images = torch.stack(pixels)
     splits: dict[str, tuple[Images, Any] | None] = {}
     for name, start, end in zip(SPLITS, bounds[:-1], bounds[1:], strict=True):
-        index = order[start:end]
-        splits[name] = (images[index], [targets[i] for i in index]) if index else None
+        members = order[start:end]
+        splits[name] = (images[members], [targets[i] for i in members]) if members else None
     if splits["train"] is None:
         raise ValueError(f"{path}: the training split is empty ({len(order)} images, {fractions})")
     if mean is None or std is None:
