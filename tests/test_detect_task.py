@@ -248,10 +248,12 @@ def test_cli_train_evaluate_detect_on_a_tiny_run(tmp_path, capsys):
     argv = ["train", "--task", "detect", "--data", "scenes", "--model", "yolo", "--epochs", "1"]
     argv += [f"--data-option={o}" for o in options]
     argv += ["--batch-size", "8", "--device", "cpu", "--no-progress", "--out", str(run)]
+    argv += ["--model-option", "multi_scale=[48, 64, 80]", "--model-option", "multi_scale_every=1"]
     assert main(argv) == 0
     config = json.loads((run / "config.json").read_text())
     anchors = config["model"]["options"]["anchors"]
     assert len(anchors) == 5 and config["task"]["name"] == "detect"
+    assert config["model"]["options"]["multi_scale"] == [48, 64, 80]
     metrics = json.loads((run / "test_metrics.json").read_text())
     assert {f"test_{k}" for k in (*DETECTION_KEYS, "loss", "voc_map_50")} <= set(metrics)
     assert (run / "precision_recall.png").is_file() and (run / "detections.png").is_file()
