@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate a run's best weights on its test set",
     "predict": "predict image files with a trained run (or a pretrained ImageNet model)",
     "segment": "segment image files with a trained segment run: colour overlays with a legend",
+    "detect": "draw a detection run's boxes on image files and write them as COCO results",
+    "slide": "slide a trained classifier over a larger image in one pass: class heat maps",
     "models": "list the registered models",
     "summary": "per-layer table: shapes, parameters, FLOPs and the memory of a step",
     "filters": "draw the notes' feature maps: two sample images through 7x7 line filters",

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 # against cnnkit.train.optim and cnnkit.tasks, their owners.
 OPTIMIZER_CHOICES = ("sgd", "adam", "adamw", "nadam", "rmsprop")
 SCHEDULE_CHOICES = ("constant", "step", "cosine", "onecycle")
-TASK_CHOICES = ("classify", "localize", "segment")
+TASK_CHOICES = ("classify", "localize", "detect", "segment")
 
 
 def parse_options(pairs: list[str], option: str = "--model-option") -> dict[str, Any]:
@@ -196,6 +196,7 @@ def load_run(
     task = task_from_config(config, where)
     model = model_from_config(config, where)
     load_checkpoint(run / (checkpoint or rundir.BEST), model)
+    task.setup(model)  # detection decodes with the model's anchors and stride
     return run, config, model.eval(), task, meta
 
 

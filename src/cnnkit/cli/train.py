@@ -160,6 +160,9 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
             f"{data.input_size[1]}x{data.input_size[2]}: pass --image-size {min_size} (or larger)"
         )
     options = parse_options(args.model_option)
+    # Options the data decides (detect: anchors by K-Means on the training boxes), recorded with
+    # the model's options so that create_model rebuilds the same model; --model-option wins.
+    options = {**task.model_options_from_data(data), **options}
     model = task.build_model(args.model, data.meta, **options)
     batch_size = resolve_batch_size(
         args.batch_size, model, data.input_size, args.optimizer, args.device

@@ -456,6 +456,10 @@ def load_data(
         from cnnkit.data.segmentation import segmentation_data
 
         return segmentation_data(path, channels, image_size, mean, std, fractions, seed)
+    if task == "detect" and path.exists():  # annotation files (COCO, VOC, YOLO, VIA, LabelMe)
+        from cnnkit.data.annotated import load_annotated
+
+        return load_annotated(path, channels, image_size, mean, std, fractions, seed)
     if path.is_dir() or (path.is_file() and path.suffix.lower() in (".csv", ".json")):
         return _image_files(
             path, channels, image_size, mean, std, crop_pct, fractions, seed, workers
@@ -481,6 +485,13 @@ def load_data_from_meta(meta: DataMeta, workers: int = 2) -> ImageData:
         data = segmentation_data(
             source.get("root", meta.name), meta.input_size[0], source.get("image_size"), meta.mean,
             meta.std, source.get("fractions"), int(source.get("seed", 0)),
+        )  # fmt: skip
+    elif "format" in source:  # annotation files, for detection
+        from cnnkit.data.annotated import load_annotated
+
+        data = load_annotated(
+            source["root"], meta.input_size[0], meta.input_size[1], meta.mean, meta.std,
+            source.get("fractions"), int(source.get("seed", 0)),
         )  # fmt: skip
     else:
         data = _image_files(

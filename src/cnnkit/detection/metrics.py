@@ -227,6 +227,35 @@ def mean_average_precision(
     return summary
 
 
+def precision_recall_curves(
+    predictions: Detections, targets: Detections, iou_threshold: float = 0.5
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per-class precision-recall curves at one IoU threshold, pycocotools' own: ``COCOeval``'s
+    interpolated precision (the best precision at this recall or any higher) at its 101 recall
+    levels 0, 0.01, …, 1, area "all", 100 detections per image and class. Recall levels the
+    detections never reach have precision 0.
+
+    Returns:
+        ``{label: (recall (101,), precision (101,))}`` for every label with ground truth.
+    """
+    _check_inputs(predictions, targets, "precision_recall_curves")
+    gt, dt = to_coco(predictions, targets)
+    evaluator = COCOeval(gt, dt, iouType="bbox")
+    evaluator.params.iouThrs = np.asarray([iou_threshold], dtype=np.float64)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.evaluate()
+        evaluator.accumulate()
+    precision = evaluator.eval["precision"]  # T x R x K x A x M
+    area_all = evaluator.params.areaRngLbl.index("all")
+    recall = np.asarray(evaluator.params.recThrs, dtype=np.float64)
+    with_gt = {int(a["category_id"]) for a in gt.dataset["annotations"]}
+    curves = {}
+    for k, category in enumerate(int(c) for c in evaluator.params.catIds):
+        if category in with_gt:
+            curves[category] = (recall, precision[0, :, k, area_all, -1].astype(np.float64))
+    return curves
+
+
 def voc_ap(
     predictions: Detections,
     targets: Detections,

@@ -9,6 +9,17 @@ Output of ``YOLODetector`` / ``YOLOHead``: (N, B, S_h, S_w, 5 + K) raw values pe
 ``t_x, t_y`` (the centre's offset inside its cell is sigmoid(t)), ``t_w, t_h`` (the box is the
 anchor's size times exp(t): log-scale factors), the objectness logit and K class logits.
 
+Multi-scale training (YOLOv2 §2 "Multi-Scale Training": "every 10 batches our network randomly
+chooses a new image dimension size" from 320, 352, …, 608): with ``multi_scale`` sizes, the model
+in training mode resizes each batch (bilinear) to a square side drawn from them every
+``multi_scale_every`` batches, inside ``forward``, since the ``Trainer`` has no hook between batches.
+The draw depends only on ``multi_scale_seed`` and the batch count, so every DDP process picks the
+same size. The targets stay in the pixels of the input as given: whoever computes the loss must
+scale them by ``input_scale`` = (new height / height, new width / width), which ``forward`` sets on
+every call ((1, 1) in eval mode or without multi-scale); ``cnnkit.tasks.detect`` does. Anchors are
+not scaled: as YOLOv2's (fixed in grid cells, so fixed in pixels), they keep their pixel size while
+the objects grow and shrink with the image, which is the point of the exercise.
+
 Deliberate differences from YOLOv2: any zoo backbone (``create_model(name, features_only=True)``)
 at any of its stages instead of Darknet-19; anchors in input pixels (YOLOv3's convention) rather
 than in grid cells; the objectness bias starts at the logit of 1% (Lin et al., "Focal Loss for
@@ -18,9 +29,11 @@ Dense Object Detection", ICCV 2017, §4.1), so the many empty cells do not swamp
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.models.registry import create_model, register_model
@@ -71,7 +84,9 @@ class YOLODetector(nn.Module):
     """Backbone stage map → ``YOLOHead``. Input (N, C, H, W) with H, W multiples of ``stride``
     (any such size: multi-scale training changes it every few batches); output (N, B, H/stride,
     W/stride, 5 + K). ``anchors`` (B, 2) are (w, h) in input pixels; ``stride`` is the backbone
-    stage's, in pixels per cell."""
+    stage's, in pixels per cell. ``multi_scale``: square input sides (multiples of ``stride``) that
+    training batches are resized to, a new one every ``multi_scale_every`` batches (see the module
+    docstring); empty for none."""
 
     def __init__(
         self,
@@ -80,6 +95,9 @@ class YOLODetector(nn.Module):
         anchors: Sequence[Sequence[float]] = DEFAULT_ANCHORS,
         feature_index: int = -1,
         hidden_channels: int = 128,
+        multi_scale: Sequence[int] = (),
+        multi_scale_every: int = 10,
+        multi_scale_seed: int = 0,
     ) -> None:
         super().__init__()
         channels = getattr(backbone, "feature_channels", None)
@@ -104,8 +122,36 @@ class YOLODetector(nn.Module):
         self.head = YOLOHead(
             channels[feature_index], len(anchor_tensor), num_classes, hidden_channels
         )
+        bad = [size for size in multi_scale if int(size) < self.stride or int(size) % self.stride]
+        if bad or multi_scale_every < 1:
+            raise ValueError(
+                f"YOLODetector: multi_scale={list(multi_scale)}, multi_scale_every="
+                f"{multi_scale_every}; expected sides that are positive multiples of the stride "
+                f"{self.stride} and a period >= 1"
+            )
+        self.multi_scale = tuple(int(size) for size in multi_scale)
+        self.multi_scale_every = multi_scale_every
+        self.multi_scale_seed = multi_scale_seed
+        self.batches_seen = 0  # training batches, for the multi-scale draw (not saved)
+        #: (new height / height, new width / width) of the last forward's input resize
+        self.input_scale: tuple[float, float] = (1.0, 1.0)
+
+    def training_size(self, batch: int) -> int:
+        """The square side multi-scale training uses for training batch number ``batch`` (from 0)."""
+        period = batch // self.multi_scale_every
+        return random.Random(self.multi_scale_seed * 1_000_003 + period).choice(self.multi_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.input_scale = (1.0, 1.0)
+        if self.training and self.multi_scale:
+            side = self.training_size(self.batches_seen)
+            self.batches_seen += 1
+            height, width = x.shape[-2:]
+            if (height, width) != (side, side):
+                x = F.interpolate(
+                    x, size=(side, side), mode="bilinear", align_corners=False, antialias=True
+                )  # N x C x side x side
+                self.input_scale = (side / height, side / width)
         features = self.backbone(x)[self.feature_index]  # N x C x H/stride x W/stride
         return self.head(features)  # N x B x H/stride x W/stride x (5+K)
 
@@ -124,8 +170,16 @@ def yolo(
     anchors: Sequence[Sequence[float]] = DEFAULT_ANCHORS,
     feature_index: int = -1,
     hidden_channels: int = 128,
+    multi_scale: Sequence[int] = (),
+    multi_scale_every: int = 10,
+    multi_scale_seed: int = 0,
 ) -> YOLODetector:
     """A YOLO-style detector on a zoo backbone (default: the notes' Fashion-MNIST CNN, whose last
-    stage is at stride 4: a 32×32 grid on 128×128 scenes) with B = len(anchors) anchors per cell."""
+    stage is at stride 4: a 32×32 grid on 128×128 scenes) with B = len(anchors) anchors per cell;
+    ``multi_scale`` sides for YOLOv2's multi-scale training (e.g. ``[96, 112, 128, 144, 160]`` on
+    128×128 scenes)."""
     features = create_model(backbone, in_channels=in_channels, features_only=True)
-    return YOLODetector(features, num_classes, anchors, feature_index, hidden_channels)
+    return YOLODetector(
+        features, num_classes, anchors, feature_index, hidden_channels,
+        multi_scale, multi_scale_every, multi_scale_seed,
+    )  # fmt: skip

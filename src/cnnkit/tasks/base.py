@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import default_collate
 
 if TYPE_CHECKING:
-    from cnnkit.data.datasets import DataMeta
+    from cnnkit.data.datasets import DataMeta, ImageData
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
@@ -131,6 +131,12 @@ class Task(ABC):
         return create_model(
             name, num_classes=len(meta.class_names), in_channels=meta.input_size[0], **options
         )
+
+    def model_options_from_data(self, data: ImageData) -> dict[str, Any]:
+        """Model options the training data decides (detection: anchors by K-Means on the training
+        boxes), recorded with the model's options so that ``create_model`` rebuilds the same model;
+        ``--model-option`` overrides them."""
+        return {}
 
     def model_spec(self, name: str, meta: DataMeta, options: dict[str, Any]) -> dict[str, Any]:
         """What ``config.json`` records as ``model``, so that ``create_model(spec["name"],

@@ -10,7 +10,12 @@ from cnnkit.tasks.base import Task
 
 _TASKS: dict[str, type[Task]] = {}
 # Task modules imported on first use, so that importing cnnkit.tasks stays cheap.
-_MODULES = ("cnnkit.tasks.classify", "cnnkit.tasks.localize", "cnnkit.tasks.segment")
+_MODULES = (
+    "cnnkit.tasks.classify",
+    "cnnkit.tasks.localize",
+    "cnnkit.tasks.detect",
+    "cnnkit.tasks.segment",
+)
 
 T = TypeVar("T", bound=type[Task])
 

@@ -12,6 +12,8 @@
       predictions.png       a grid of test images with their predictions drawn
       segmentation.png      segmentation: test images with predicted and true masks, a legend
       localization.png      localization: test images with true (green) and predicted (red) boxes
+      precision_recall.png  detection: test-set precision-recall curve per class (IoU 0.5)
+      detections.png        detection: test scenes with their detections drawn
 
 Every file is written through a temporary file and an atomic rename.
 """
@@ -36,6 +38,8 @@ CONFUSION_PLOT = "confusion_matrix.png"
 PREDICTIONS_PLOT = "predictions.png"
 SEGMENTATION_PLOT = "segmentation.png"
 LOCALIZATION_PLOT = "localization.png"
+PRECISION_RECALL_PLOT = "precision_recall.png"
+DETECTIONS_PLOT = "detections.png"
 
 
 class RunDir:
