@@ -42,6 +42,85 @@ def make_optimizer(
     return cls(params, **kwargs)
 
 
+def _schedule_factor(name: str, fraction: float, warmup_fraction: float) -> float:
+    """The factor of the peak rate at ``fraction`` (0 to 1) of a run, for the time-budget schedules:
+    ``onecycle`` as ``OneCycleLR`` shapes it (cosine warm-up from 1/25 of the peak, cosine decay to
+    1/25e4), ``cosine`` decay to zero, ``linear`` decay to zero, ``constant``."""
+    f = min(max(fraction, 0.0), 1.0)
+    if name == "constant":
+        return 1.0
+    if name == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * f))
+    if name == "linear":
+        return 1.0 - f
+    if name == "onecycle":
+        start, end = 1 / 25, 1 / 25e4
+        if f < warmup_fraction:
+            t = f / warmup_fraction
+            return start + (1 - start) * 0.5 * (1 - math.cos(math.pi * t))
+        t = (f - warmup_fraction) / (1 - warmup_fraction)
+        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * t))
+    raise ValueError(
+        f"schedule {name!r} cannot follow a time budget; choose one of: {', '.join(BUDGET_SCHEDULES)}"
+    )
+
+
+BUDGET_SCHEDULES = ("constant", "cosine", "linear", "onecycle")
+
+
+class TimeBudgetSchedule(torch.optim.lr_scheduler.LRScheduler):
+    """A learning-rate schedule over *time*: the rate at each step is the schedule's shape at the
+    fraction of ``budget_s`` seconds elapsed, so warm-up and decay stretch to the budget whatever the
+    machine does (a slower or shared machine takes fewer steps, a faster one more). ``clock`` gives
+    seconds (tests pass a fake one); ``elapsed`` carries time spent before a resume."""
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        name: str,
+        budget_s: float,
+        *,
+        warmup_fraction: float = 0.25,
+        clock: Any = None,
+        elapsed: float = 0.0,
+    ) -> None:
+        import time
+
+        if budget_s <= 0:
+            raise ValueError(f"time budget: expected a positive number of seconds, got {budget_s}")
+        _schedule_factor(name, 0.0, warmup_fraction)  # an unknown name fails here
+        self.name, self.budget_s, self.warmup_fraction = name, budget_s, warmup_fraction
+        self.clock = clock or time.perf_counter
+        self.elapsed_before = elapsed
+        self.started: float | None = None
+        super().__init__(optimizer)
+
+    def elapsed(self) -> float:
+        """Seconds of the budget spent (the clock starts at the first step)."""
+        if self.started is None:
+            return self.elapsed_before
+        return self.elapsed_before + self.clock() - self.started
+
+    def fraction(self) -> float:
+        return self.elapsed() / self.budget_s
+
+    def exhausted(self) -> bool:
+        return self.fraction() >= 1.0
+
+    def get_lr(self) -> list[float]:  # type: ignore[override]
+        if self.started is None and self.last_epoch > 0:
+            self.started = self.clock()
+        factor = _schedule_factor(self.name, self.fraction(), self.warmup_fraction)
+        return [base * factor for base in self.base_lrs]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"elapsed": self.elapsed(), "last_epoch": self.last_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.elapsed_before, self.started = float(state["elapsed"]), None
+        self.last_epoch = int(state["last_epoch"])
+
+
 def make_schedule(
     name: str,
     optimizer: torch.optim.Optimizer,
