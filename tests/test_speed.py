@@ -1,0 +1,87 @@
+"""Speed: a learning-rate schedule over time (``--time-budget``), and precision chosen at run time."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cnnkit.device import cpu_has_native_bf16
+from cnnkit.train.optim import TimeBudgetSchedule
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _schedule(
+    name: str, budget: float = 100.0
+) -> tuple[TimeBudgetSchedule, FakeClock, torch.optim.Optimizer]:
+    clock = FakeClock()
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    return TimeBudgetSchedule(optimizer, name, budget, clock=clock), clock, optimizer
+
+
+def _rate_at(name: str, seconds: float) -> float:
+    schedule, clock, optimizer = _schedule(name)
+    optimizer.step()
+    schedule.step()  # the clock starts at the first step
+    clock.now = seconds
+    optimizer.step()
+    schedule.step()
+    return optimizer.param_groups[0]["lr"]
+
+
+def test_onecycle_over_time_warms_up_for_a_quarter_of_the_budget_then_decays():
+    # OneCycleLR's shape (cosine warm-up from peak/25, cosine decay to peak/25e4), on time
+    assert _rate_at("onecycle", 0) == pytest.approx(1 / 25)
+    assert _rate_at("onecycle", 12.5) == pytest.approx(1 / 25 + (1 - 1 / 25) * 0.5)
+    assert _rate_at("onecycle", 25) == pytest.approx(1.0)
+    assert _rate_at("onecycle", 62.5) == pytest.approx(1 / 25e4 + (1 - 1 / 25e4) * 0.5)
+    assert _rate_at("onecycle", 100) == pytest.approx(1 / 25e4)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("cosine", 0.5 * (1 + math.cos(math.pi * 0.3))), ("linear", 0.7), ("constant", 1.0)],
+)
+def test_other_shapes_over_time(name, expected):
+    assert _rate_at(name, 30) == pytest.approx(expected)
+
+
+def test_the_budget_is_exhausted_when_its_time_has_passed_and_survives_a_resume():
+    schedule, clock, optimizer = _schedule("linear", budget=10.0)
+    optimizer.step()
+    schedule.step()
+    clock.now = 4.0
+    state = schedule.state_dict()
+    assert state["elapsed"] == pytest.approx(4.0) and not schedule.exhausted()
+    resumed, clock2, optimizer2 = _schedule("linear", budget=10.0)
+    resumed.load_state_dict(state)
+    clock2.now = 100.0
+    optimizer2.step()
+    resumed.step()  # the resumed clock restarts here, with 4 s already spent
+    clock2.now = 106.0
+    assert resumed.exhausted() and resumed.elapsed() == pytest.approx(10.0)
+
+
+def test_an_unknown_shape_or_budget_is_refused():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    with pytest.raises(ValueError, match="cannot follow a time budget; choose one of"):
+        TimeBudgetSchedule(optimizer, "step", 10)
+    with pytest.raises(ValueError, match="expected a positive number of seconds"):
+        TimeBudgetSchedule(optimizer, "onecycle", 0)
+
+
+def test_native_bf16_is_what_the_cpu_flags_say():
+    """torch's probes agree with the kernel's view of the CPU (/proc/cpuinfo on Linux)."""
+    try:
+        flags = open("/proc/cpuinfo").read().split()
+    except OSError:
+        pytest.skip("no /proc/cpuinfo on this system")
+    assert cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
