@@ -81,7 +81,8 @@ def test_an_unknown_shape_or_budget_is_refused():
 def test_native_bf16_is_what_the_cpu_flags_say():
     """torch's probes agree with the kernel's view of the CPU (/proc/cpuinfo on Linux)."""
     try:
-        flags = open("/proc/cpuinfo").read().split()
+        with open("/proc/cpuinfo") as f:
+            flags = f.read().split()
     except OSError:
         pytest.skip("no /proc/cpuinfo on this system")
     assert cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
