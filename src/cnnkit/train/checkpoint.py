@@ -42,7 +42,7 @@ def _is_disk_full(exc: BaseException) -> bool:
 
 
 def _megabytes(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
+    return f"{n / 1e6:.2f} MB"
 
 
 def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -96,8 +96,8 @@ def save_checkpoint(
         free = shutil.disk_usage(Path(path).parent).free
         error = DiskFullError(
             f"{path}: the disk is full: the checkpoint needs {_megabytes(size)} and "
-            f"{_megabytes(free)} are free on that disk; free {_megabytes(max(size - free, 0))} or "
-            f"more and continue with --resume (the earlier checkpoints are intact)"
+            f"{_megabytes(free)} are free on that disk: make room and continue with --resume "
+            "(the earlier checkpoints are intact)"
         )
         error.errno = errno.ENOSPC
         raise error from None
