@@ -10,7 +10,13 @@ from __future__ import annotations
 import errno
 import json
 import math
+import os
+import random
 import re
+import signal
+import subprocess
+import sys
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -135,6 +141,25 @@ def test_a_second_interrupt_and_resume_still_finishes_exactly(straight, tmp_path
     resumed = trainer(tmp_path)
     resumed.fit(batches(), batches(), epochs=3, resume=True)
     assert resumed.resumed_from == 2
+    assert_same_run(straight, resumed)
+
+
+def test_a_dataloader_with_its_own_generator_resumes_exactly(tmp_path):
+    """Image files train through a DataLoader with a seeded ``generator`` (``data.folder.loader``);
+    before the fix it advanced across epochs, so a run resumed at epoch 2 shuffled as epoch 1."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    def loader() -> DataLoader:
+        g = torch.Generator().manual_seed(0)
+        dataset = TensorDataset(torch.randn(N, 1, 28, 28, generator=g), torch.randint(0, 10, (N,)))
+        return DataLoader(dataset, BATCH, shuffle=True, generator=torch.Generator().manual_seed(0))
+
+    straight = trainer(tmp_path / "a")
+    straight.fit(loader(), epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        trainer(tmp_path / "b", Net("interrupt", fault_at=12)).fit(loader(), epochs=3)
+    resumed = trainer(tmp_path / "b")
+    resumed.fit(loader(), epochs=3, resume=True)
     assert_same_run(straight, resumed)
 
 
@@ -402,3 +427,104 @@ def test_cli_full_disk_is_one_line_and_exit_1(folder, tmp_path, monkeypatch, cap
     assert err[0].startswith(
         f"cnnkit train: error: {tmp_path / 'run' / rundir.BEST}: the disk is full"
     )
+
+
+# ---- kill-safety ---------------------------------------------------------------------------------
+
+KILL_EPOCHS = 20
+KILL_SECONDS = 25  # per signal: as many kills as fit, each one a fresh process of a few seconds
+
+
+def _start(argv: list[str]) -> subprocess.Popen:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [sys.executable, "-u", "-m", "cnnkit", *argv]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+
+
+def _wait_for_training(proc: subprocess.Popen) -> float:
+    """Read the output up to the 'training ...' line; the moment training starts."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("training "):
+            break
+    return time.monotonic()
+
+
+def _state(path) -> dict[str, torch.Tensor]:
+    tensors, _ = read_checkpoint(path)
+    return tensors
+
+
+def _rows(out) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in RunDir(out).read_metrics()]
+
+
+@pytest.fixture(scope="module")
+def reference_run(folder, tmp_path_factory):
+    """An uninterrupted run in a subprocess; how long it runs from the start of training."""
+    out = tmp_path_factory.mktemp("kill") / "reference"
+    proc = _start(train_argv(folder, out, "--epochs", str(KILL_EPOCHS)))
+    start = _wait_for_training(proc)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output
+    return out, time.monotonic() - start
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_killed_at_random_moments_and_resumed_a_run_ends_bit_identical(
+    sig, folder, reference_run, tmp_path
+):
+    """Kill the training process at seeded random moments after training starts (during an
+    epoch, a checkpoint write, the test report and plots), resume each time: every resume
+    succeeds, at most the unfinished epoch is lost, and the run ends with the uninterrupted run's
+    checkpoints and metrics bit for bit."""
+    reference, duration = reference_run
+    out = tmp_path / "run"
+    rng = random.Random(14 * 100 + int(sig))
+    deadline = time.monotonic() + KILL_SECONDS
+    landed: list[str] = []
+    argv = train_argv(folder, out, "--epochs", str(KILL_EPOCHS))
+    done_before = 0
+    for attempt in range(100):
+        proc = _start(argv if attempt == 0 else [*argv, "--resume"])
+        killing = time.monotonic() < deadline
+        if killing:
+            start = _wait_for_training(proc)
+            time.sleep(max(0.0, start + rng.uniform(0, duration) - time.monotonic()))
+            if proc.poll() is None:
+                proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=300)
+        if proc.returncode == 0:
+            break
+        expected = (-signal.SIGKILL,) if sig == signal.SIGKILL else (130, -signal.SIGINT)
+        assert killing and (proc.returncode in expected or "KeyboardInterrupt" in output), (
+            f"attempt {attempt}: exit {proc.returncode}\n{output[-3000:]}"
+        )
+        done = (
+            int(read_checkpoint(out / rundir.LAST)[1]["epoch"])
+            if (out / rundir.LAST).exists()
+            else 0
+        )
+        rows = len(RunDir(out).read_metrics())
+        assert done >= done_before and done >= rows - 1  # at most the unfinished epoch lost
+        temporaries = [p.name for p in RunDir(out).temporaries()]
+        landed.append(
+            f"writing {temporaries}" if temporaries
+            else "report/plots" if done == KILL_EPOCHS else f"epoch {done + 1}"
+        )  # fmt: skip
+        done_before = done
+    else:
+        pytest.fail("the run never finished")
+    print(f"{sig.name}: {len(landed)} kills landed: {landed}")
+    assert len(landed) >= 3, landed
+    for name in (rundir.LAST, rundir.BEST):
+        a, b = _state(reference / name), _state(out / name)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert _rows(out) == _rows(reference)
+    test = json.loads((out / rundir.TEST_METRICS).read_text())
+    assert test == json.loads((reference / rundir.TEST_METRICS).read_text())
+    assert RunDir(out).temporaries() == []

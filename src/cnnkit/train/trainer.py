@@ -17,7 +17,8 @@ What survives an interruption (``cnnkit.train.rundir`` names the files):
   and ``fit(resume=True)`` redoes it from that checkpoint. The redone epoch is bit for bit the
   uninterrupted one, because everything it depends on is restored or re-derived: the weights, the
   optimizer and the schedule from the checkpoint; the batch order and flips from ``seed + epoch``
-  (``TensorBatches``, ``DistributedSampler.set_epoch``); dropout from
+  (``TensorBatches``, ``DistributedSampler.set_epoch``, a ``DataLoader``'s ``generator`` reseeded
+  here); dropout (and a ``DataLoader``'s random transforms without workers) from
   ``torch.manual_seed(seed * 1_000_003 + epoch)`` at the epoch's start; the best score so far from
   the first ``epoch`` rows of ``metrics.jsonl`` (later rows, from the lost epoch, are dropped).
   We chose this over continuing mid-epoch at the interrupted step: that would need the step, the
@@ -372,6 +373,11 @@ class Trainer:
         torch.manual_seed(self.seed * 1_000_003 + epoch)  # dropout masks reproduce on resume
         if hasattr(train, "set_epoch"):
             train.set_epoch(epoch)
+        generator = getattr(train, "generator", None)
+        if isinstance(generator, torch.Generator):
+            # A DataLoader's own shuffle generator (cnnkit.data.folder.loader gives one) advances
+            # across epochs, so a resumed run would see epoch 1's order again: seed it per epoch.
+            generator.manual_seed(self.seed * 1_000_003 + epoch)
         sampler = getattr(train, "sampler", None)
         if isinstance(sampler, torch.utils.data.DistributedSampler):
             sampler.set_epoch(epoch)  # a new shuffle per epoch
