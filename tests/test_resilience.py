@@ -431,8 +431,9 @@ def test_cli_full_disk_is_one_line_and_exit_1(folder, tmp_path, monkeypatch, cap
 
 # ---- kill-safety ---------------------------------------------------------------------------------
 
-KILL_EPOCHS = 20
-KILL_SECONDS = 25  # per signal: as many kills as fit, each one a fresh process of a few seconds
+KILL_EPOCHS = 8
+KILL_ARGS = ("--batch-size", "1")  # 45 steps an epoch: the epochs last about as long as the report
+KILL_SECONDS = 20  # per signal: as many kills as fit, each one a fresh process of a few seconds
 
 
 def _start(argv: list[str]) -> subprocess.Popen:
@@ -463,13 +464,15 @@ def _rows(out) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def reference_run(folder, tmp_path_factory):
-    """An uninterrupted run in a subprocess; how long it runs from the start of training."""
+    """An uninterrupted run in a subprocess; how long its epochs and its report took."""
     out = tmp_path_factory.mktemp("kill") / "reference"
-    proc = _start(train_argv(folder, out, "--epochs", str(KILL_EPOCHS)))
-    start = _wait_for_training(proc)
+    proc = _start(train_argv(folder, out, "--epochs", str(KILL_EPOCHS), *KILL_ARGS))
+    _wait_for_training(proc)
+    start = time.time()
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, output
-    return out, time.monotonic() - start
+    trained = (out / rundir.LAST).stat().st_mtime - start  # the last epoch's checkpoint
+    return out, trained, time.time() - start - trained
 
 
 @pytest.mark.slow
@@ -481,19 +484,24 @@ def test_killed_at_random_moments_and_resumed_a_run_ends_bit_identical(
     epoch, a checkpoint write, the test report and plots), resume each time: every resume
     succeeds, at most the unfinished epoch is lost, and the run ends with the uninterrupted run's
     checkpoints and metrics bit for bit."""
-    reference, duration = reference_run
+    reference, trained, reporting = reference_run
     out = tmp_path / "run"
     rng = random.Random(14 * 100 + int(sig))
     deadline = time.monotonic() + KILL_SECONDS
     landed: list[str] = []
-    argv = train_argv(folder, out, "--epochs", str(KILL_EPOCHS))
+    argv = train_argv(folder, out, "--epochs", str(KILL_EPOCHS), *KILL_ARGS)
     done_before = 0
     for attempt in range(100):
         proc = _start(argv if attempt == 0 else [*argv, "--resume"])
         killing = time.monotonic() < deadline
         if killing:
             start = _wait_for_training(proc)
-            time.sleep(max(0.0, start + rng.uniform(0, duration) - time.monotonic()))
+            # two kills in three during the epochs left, one during the report and its plots
+            left = trained * (KILL_EPOCHS - done_before) / KILL_EPOCHS
+            delay = (
+                rng.uniform(0, left) if rng.random() < 2 / 3 else left + rng.uniform(0, reporting)
+            )
+            time.sleep(max(0.0, start + delay - time.monotonic()))
             if proc.poll() is None:
                 proc.send_signal(sig)
         output, _ = proc.communicate(timeout=300)
