@@ -536,3 +536,57 @@ def test_killed_at_random_moments_and_resumed_a_run_ends_bit_identical(
     test = json.loads((out / rundir.TEST_METRICS).read_text())
     assert test == json.loads((reference / rundir.TEST_METRICS).read_text())
     assert RunDir(out).temporaries() == []
+
+
+# ---- several processes ----------------------------------------------------------------------------
+
+
+def _torchrun(*args: str, timeout_s: str = "60") -> tuple[subprocess.CompletedProcess, float]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", CNNKIT_DDP_TIMEOUT=timeout_s)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node", "2", *args]
+    start = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
+    return done, time.monotonic() - start
+
+
+@pytest.mark.slow
+def test_when_one_rank_raises_the_job_ends_with_its_error_instead_of_hanging():
+    script = os.path.join(os.path.dirname(__file__), "_ddp_rank_fails.py")
+    done, seconds = _torchrun(script, "fail")
+    assert done.returncode != 0
+    assert "RuntimeError: rank 1 fails on purpose" in done.stderr
+    assert seconds < 60  # torchrun stops rank 0 at once; the process group's timeout is 60 s
+
+
+@pytest.mark.slow
+def test_a_rank_that_hangs_ends_the_others_at_the_process_group_timeout():
+    script = os.path.join(os.path.dirname(__file__), "_ddp_rank_fails.py")
+    done, seconds = _torchrun(script, "hang", timeout_s="5")
+    assert done.returncode != 0
+    assert "PeerError: rank 0 of 2: a collective operation failed or waited longer than 5 s" in (
+        done.stderr
+    )
+    assert seconds < 50  # rank 1 would sleep 60 s: rank 0 ended at the timeout, torchrun then
+
+
+@pytest.mark.slow
+def test_nproc_launches_torchrun_for_the_user(folder, tmp_path):
+    out = tmp_path / "run"
+    argv = train_argv(folder, out, "--epochs", "1", "--nproc", "2")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnkit", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith(
+        "launching: torchrun --standalone --nproc_per_node 2 -m cnnkit train"
+    )
+    assert done.stdout.count("training lenet5") == 1  # rank 0 alone speaks
+    config = json.loads((out / rundir.CONFIG).read_text())
+    assert config["trainer"]["world_size"] == 2
+    assert "--nproc" not in config["command"]

@@ -89,6 +89,32 @@ def timeout() -> timedelta:
     return timedelta(seconds=seconds)
 
 
+class PeerError(RuntimeError):
+    """A collective operation failed or timed out: another process of the job failed or hangs."""
+
+
+# what Gloo and NCCL errors say when a peer is gone or silent (Gloo's timeout inside DDP's backward
+# is a plain RuntimeError, not a DistError)
+_PEER_FAILURE_TEXT = ("Timed out", "timed out", "Connection closed by peer", "Connection reset")
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective operation that failed because of another process."""
+    return isinstance(exc, dist.DistError) or (
+        isinstance(exc, RuntimeError) and any(text in str(exc) for text in _PEER_FAILURE_TEXT)
+    )
+
+
+def peer_error(exc: BaseException, info: DistInfo) -> PeerError:
+    """``exc`` (a ``DistError`` from a collective) as one line saying what it means."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return PeerError(
+        f"rank {info.rank} of {info.world_size}: a collective operation failed or waited longer "
+        f"than {timeout().total_seconds():g} s (${TIMEOUT_VARIABLE}): another process of the job "
+        f"has failed or hangs, and its own error says why ({first})"
+    )
+
+
 def setup(device: torch.device) -> DistInfo:
     """Join the ``torchrun`` job this process belongs to (once), or return the single-process info."""
     if world_size_from_env() <= 1:

@@ -336,6 +336,10 @@ class Trainer:
                 if run is not None and self._writes:
                     self.save_checkpoint(run / rundir.LAST)
                     self.checkpoint_epoch = self.epoch
+        except RuntimeError as exc:
+            if not self.dist.enabled or not distributed.is_peer_failure(exc):
+                raise
+            raise distributed.peer_error(exc, self.dist) from exc
         except KeyboardInterrupt:
             # Nothing is saved: last.safetensors holds the start of the unfinished epoch, which
             # --resume redoes exactly (see the module's docstring).
