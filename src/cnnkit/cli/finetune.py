@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
     from cnnkit.models import model_info
     from cnnkit.pretrained import list_weights, load
     from cnnkit.train import seed_everything
-    from cnnkit.train.distributed import is_main_process
     from cnnkit.train.checkpoint import DiskFullError
+    from cnnkit.train.distributed import is_main_process
     from cnnkit.train.freeze import fine_tune
 
     if args.model not in list_weights():
