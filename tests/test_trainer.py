@@ -135,7 +135,9 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(small_data, tm
     assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("model/"))
 
 
-def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(small_data, tmp_path):
+def test_ctrl_c_keeps_the_last_finished_epochs_checkpoint_and_the_run_resumes(small_data, tmp_path):
+    """Ctrl-C saves nothing: last.safetensors stays the start of the unfinished epoch (the
+    trainer's docstring says why), which --resume redoes."""
     train, _ = small_data
 
     class Interrupt(Callback):
@@ -147,10 +149,12 @@ def test_ctrl_c_saves_a_checkpoint_and_the_run_resumes(small_data, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         trainer.fit(batches(train), epochs=3)
     _, meta = read_checkpoint(tmp_path / rundir.LAST)
-    assert json.loads(meta["extra"]) == {"interrupted": True, "planned_epochs": 3, "start_epoch": 0}
+    assert meta["epoch"] == "1" and trainer.checkpoint_epoch == 1
+    assert json.loads(meta["extra"]) == {"planned_epochs": 3, "start_epoch": 0}
     resumed = Trainer(tiny_cnn(), progress=False, out_dir=tmp_path)
     # Resumed with a shorter plan: the schedule is re-planned and advanced past epoch 1.
     assert len(resumed.fit(batches(train), epochs=2, resume=True)) == 2
+    assert resumed.resumed_from == 1
     assert resumed.scheduler.last_epoch == 2 * len(batches(train))
 
 

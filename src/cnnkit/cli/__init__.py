@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)
+    args.argv = list(argv)  # the command line as given (`cnnkit train --nproc` passes it on)
     try:
         return int(args.func(args) or 0)
     except (CLIError, OSError, ValueError) as exc:  # user-fixable: no traceback

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 # Choices listed here rather than imported, so that ``--help`` needs no torch; a test checks them
 # against cnnkit.train.optim and cnnkit.tasks, their owners.
 OPTIMIZER_CHOICES = ("sgd", "adam", "adamw", "nadam", "rmsprop")
+NONFINITE_CHOICES = ("stop", "skip")
 SCHEDULE_CHOICES = ("constant", "step", "cosine", "onecycle")
 TASK_CHOICES = ("classify", "localize", "detect", "segment")
 
@@ -110,6 +111,10 @@ def add_training_arguments(p: argparse.ArgumentParser, *, model_required: bool =
         "--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, mps"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--on-nonfinite", choices=NONFINITE_CHOICES, default="stop",
+        help="a NaN/inf loss or gradient: stop the run (the last good checkpoint kept) or skip the batch",
+    )  # fmt: skip
     p.add_argument("--flip", action="store_true", help="augment with random horizontal flips")
     p.add_argument(
         "--patience", type=_positive_int, default=None, help="early stopping on the task's metric"
@@ -144,6 +149,114 @@ def default_run_dir(task: str, model: str, root: str | Path = "runs") -> Path:
 
 
 # ---- a run's config ------------------------------------------------------------------------------
+
+# --resume compares the run's config.json with the one the new command would write. Settings that
+# change where the run goes, not what it computes, may differ; more epochs extend it; anything
+# else is refused, naming the option.
+RESUME_MAY_CHANGE = {
+    "cnnkit_version", "command", "resumes",
+    "trainer.device", "trainer.channels_last", "trainer.on_nonfinite",
+}  # fmt: skip
+# config keys (a key or the start of one) → the option that sets them, most specific first
+_OPTION_OF_KEY = (
+    ("model.name", "--model"), ("model.options", "--model-option"),
+    ("model.num_classes", "--data (its classes)"), ("model.in_channels", "--data (its channels)"),
+    ("data.train_limit", "--train-limit"), ("data.flip", "--flip"),
+    ("data.input_size", "--image-size"), ("data.source.options", "--data-option"),
+    ("data.source.root", "--data-root"), ("data", "--data"),
+    ("task.name", "--task"), ("task.options.label_smoothing", "--label-smoothing"),
+    ("task.options", "--task-option"),
+    ("trainer.lr", "--lr"), ("trainer.weight_decay", "--weight-decay"),
+    ("trainer.schedule", "--schedule"), ("trainer.batch_size", "--batch-size"),
+    ("trainer.seed", "--seed"), ("trainer.precision", "--precision"),
+    ("trainer.grad_clip", "grad_clip"), ("trainer.epochs", "--epochs"),
+    ("trainer.world_size", "the number of processes (--nproc, torchrun)"),
+    ("trainer.device", "--device"), ("trainer.on_nonfinite", "--on-nonfinite"),
+    ("trainer.channels_last", "the memory layout (--device)"),
+    ("trainer", "--optimizer"), ("demo", "the command (cnnkit demo)"),
+)  # fmt: skip
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (lists are values)."""
+    if not isinstance(obj, dict):
+        return {prefix: obj}
+    flat: dict[str, Any] = {}
+    for key, value in obj.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _option_of(key: str) -> str:
+    for start, option in _OPTION_OF_KEY:
+        if key == start or key.startswith(start + "."):
+            return option
+    return key
+
+
+_MISSING = object()
+
+
+def compare_resume_config(
+    old: dict[str, Any], new: dict[str, Any], where: str | Path
+) -> tuple[dict[str, Any], list[str]]:
+    """Check a ``--resume`` against the run's ``config.json`` (``old``; ``new`` is what this command
+    would write). Returns the config to write — the run's own, with the extension recorded in
+    ``resumes`` — and lines for stdout saying what the extension means. A setting that would change
+    what the run computes raises :class:`CLIError` naming each option that differs."""
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    refused: dict[str, list[str]] = {}
+    changed: dict[str, list[Any]] = {}
+    for key in sorted(set(flat_old) | set(flat_new)):
+        before, after = flat_old.get(key, _MISSING), flat_new.get(key, _MISSING)
+        if before == after or key.split(".")[0] in RESUME_MAY_CHANGE:
+            continue
+        if key in RESUME_MAY_CHANGE:
+            if before is not _MISSING:  # a key older versions did not write is no change
+                changed[key] = [before, after]
+            continue
+        if key == "trainer.epochs" and isinstance(before, int) and isinstance(after, int):
+            if after > before:
+                changed[key] = [before, after]
+                continue
+            detail = f"--epochs {after} (the run has {before}: a run is extended, never shortened)"
+        else:
+            shown_old = "absent" if before is _MISSING else json.dumps(before)
+            shown_new = "absent" if after is _MISSING else json.dumps(after)
+            detail = f"{key} {shown_new} now, {shown_old} in the run"
+        refused.setdefault(_option_of(key), []).append(detail)
+    if refused:
+        listed = "; ".join(
+            f"{option} ({', '.join(details)})" for option, details in refused.items()
+        )
+        raise CLIError(
+            f"{where}: --resume with settings that change the run: {listed}. Resume with the "
+            "run's own settings, or start a new run (another --out, or --overwrite)"
+        )
+    notes: list[str] = []
+    merged = {**old}
+    if changed:
+        merged["trainer"] = {**old.get("trainer", {}), **new.get("trainer", {})}
+        record = {"command": new.get("command"), "changed": changed}
+        merged["resumes"] = [*old.get("resumes", []), record]
+    if "trainer.epochs" in changed:
+        before, after = changed["trainer.epochs"]
+        schedule = new.get("trainer", {}).get("schedule")
+        if schedule in ("cosine", "onecycle"):
+            meaning = (
+                f"the {schedule} schedule is re-planned over {after} epochs, and the epochs left "
+                f"follow the {after}-epoch curve from the point the finished epochs reach on it "
+                f"(the learning rate jumps from the {before}-epoch curve to it)"
+            )
+        else:
+            meaning = f"the {schedule} schedule does not depend on the run's length: it goes on"
+        notes.append(f"--epochs {after} extends the run's {before} epochs: {meaning}")
+    for key in sorted(changed.keys() - {"trainer.epochs"}):
+        before, after = changed[key]
+        notes.append(
+            f"{_option_of(key)}: {key} was {before}, is now {after} (recorded in config.json)"
+        )
+    return merged, notes
 
 
 def model_from_config(config: dict[str, Any], source: Path) -> torch.nn.Module:

@@ -16,6 +16,7 @@ phase), ``cnnkit evaluate`` and ``cnnkit predict`` work on it.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from cnnkit.cli import CLIError
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from cnnkit.models import model_info
     from cnnkit.pretrained import list_weights, load
     from cnnkit.train import seed_everything
+    from cnnkit.train.checkpoint import DiskFullError
     from cnnkit.train.distributed import is_main_process
     from cnnkit.train.freeze import fine_tune
 
@@ -162,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "config": config,
         "progress": not args.no_progress,
+        "on_nonfinite": args.on_nonfinite,
     }
     try:
         fine_tune(
@@ -180,8 +183,11 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume,
             **trainer_options,
         )
+    except DiskFullError as exc:
+        print(f"cnnkit finetune: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print(f"\ninterrupted: checkpoint saved in {args.out}; continue with --resume")
+        print(f"\ninterrupted: --resume continues {args.out} from its last finished epoch")
         return 130
     # The report reloads best.safetensors into a trainer over the fine-tuned model.
     from cnnkit.train import RunDir

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -10,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from cnnkit.cli import CLIError
 from cnnkit.cli._common import (
     add_training_arguments,
+    compare_resume_config,
     default_run_dir,
     finish_run,
     parse_options,
@@ -26,7 +29,30 @@ if TYPE_CHECKING:
 
 def register(p: argparse.ArgumentParser) -> None:
     add_training_arguments(p)
+    p.add_argument(
+        "--nproc", type=int, default=None, metavar="N",
+        help="train with N processes on this machine (DDP): runs `torchrun --standalone "
+        "--nproc_per_node N -m cnnkit train ...` for you; --batch-size is per process",
+    )  # fmt: skip
     p.set_defaults(func=run)
+
+
+def launch_torchrun(argv: list[str], nproc: int) -> int:
+    """Run this ``cnnkit train`` command line (``argv`` less ``--nproc``) under
+    ``torchrun --standalone --nproc_per_node nproc``; its exit status."""
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node", str(nproc), "-m", "cnnkit", *rest]
+    print(f"launching: torchrun --standalone --nproc_per_node {nproc} -m cnnkit {' '.join(rest)}")
+    sys.stdout.flush()
+    return subprocess.call(command)
 
 
 AUTO_BATCH_LIMIT = 1024  # past this, larger batches only hurt accuracy per epoch on small images
@@ -72,7 +98,7 @@ def run_config(args: argparse.Namespace, model: dict[str, Any], data: ImageData)
 
     return {
         "cnnkit_version": __version__,
-        "command": ["cnnkit", *sys.argv[1:]],
+        "command": ["cnnkit", *getattr(args, "argv", sys.argv[1:])],
         "model": model,
         "data": {
             **data.meta.to_config(),
@@ -105,6 +131,7 @@ def make_trainer(
         out_dir=args.out,
         progress=not args.no_progress,
         config=config,
+        on_nonfinite=args.on_nonfinite,
         **options,
     )
 
@@ -122,16 +149,15 @@ def report(args: argparse.Namespace, trainer: Trainer, data: ImageData, minutes:
     if metrics:
         print(f"test set ({data.meta.name}):")
         trainer.task.print_report(metrics, data.meta)
-    print(
-        f"results in {args.out}/ ({', '.join(sorted(p.name for p in trainer.run.path.iterdir()))})"
-    )
+    print(f"results in {args.out}/ ({', '.join(trainer.run.results())})")
 
 
 def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = None) -> int:
     from cnnkit.data.datasets import load_data
     from cnnkit.device import pick_device
     from cnnkit.models import list_models, model_info
-    from cnnkit.train import NonFiniteLossError, rundir, seed_everything
+    from cnnkit.train import NonFiniteLossError, RunDir, rundir, seed_everything
+    from cnnkit.train.checkpoint import DiskFullError
 
     if args.model not in list_models(task=None):
         raise CLIError(f"unknown model {args.model!r}; choose one of: {', '.join(list_models())}")
@@ -181,6 +207,21 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
     valid = None
     if data.splits.get("valid") is not None:
         valid = data.batches("valid", 500, device=trainer.device, workers=args.workers)
+    run_dir = RunDir(args.out)
+    if args.resume and (run_dir / rundir.CONFIG).is_file():
+        merged, notes = compare_resume_config(
+            run_dir.read_config(),
+            trainer.run_config(args.epochs, batch_size),
+            run_dir / rundir.CONFIG,
+        )
+        trainer.config = {k: v for k, v in merged.items() if k not in ("task", "trainer")}
+        if trainer.dist.is_main:
+            print("\n".join(notes) if notes else "", end="\n" if notes else "")
+    if args.resume and not run_dir.has_checkpoint() and trainer.dist.is_main:
+        print(
+            f"--resume: {args.out} holds no checkpoint ({rundir.LAST}; no epoch had finished): "
+            "starting the run from the beginning"
+        )
     if trainer.dist.is_main:  # under torchrun, rank 0 alone speaks
         print(
             f"training {args.model} ({task.name}) on {data.name}: {len(data.train[0])} images, "
@@ -190,17 +231,29 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
     start = time.perf_counter()
     try:
         trainer.fit(train, valid, epochs=args.epochs, resume=args.resume, overwrite=args.overwrite)
-    except NonFiniteLossError as exc:
-        print(f"cnnkit train: {exc}", file=sys.stderr)
+    except (NonFiniteLossError, DiskFullError) as exc:
+        print(f"cnnkit train: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(
-            f"\ninterrupted: checkpoint saved to {args.out}/{rundir.LAST}; continue with --resume"
-        )
+        if trainer.checkpoint_epoch:
+            where = (
+                f"from epoch {trainer.checkpoint_epoch + 1} (the checkpoint "
+                f"{args.out}/{rundir.LAST})"
+            )
+        else:
+            where = "from the beginning (no epoch had finished)"
+        print(f"\ninterrupted: --resume continues the run {where}")
         return 130
     report(args, trainer, data, (time.perf_counter() - start) / 60)
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise CLIError(f"--nproc: expected a positive number of processes, got {args.nproc}")
+        if "WORLD_SIZE" in os.environ:
+            raise CLIError("--nproc: already running under torchrun; leave --nproc out")
+        if args.nproc > 1:
+            return launch_torchrun(getattr(args, "argv", sys.argv[1:]), args.nproc)
     return train_run(args)

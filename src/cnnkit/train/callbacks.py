@@ -108,6 +108,22 @@ class EarlyStopping(_Monitoring):
         self.best_state: dict[str, Any] | None = None
         self.wait = 0
 
+    def on_train_begin(self, trainer: Trainer) -> None:
+        super().on_train_begin(trainer)
+        # A resumed run: the epochs already done set the best value and the epochs waited, as
+        # they did in the uninterrupted run (their weights are in best.safetensors, not here).
+        for row in trainer.history:
+            if self.monitor in row:
+                self._update(row[self.monitor])
+
+    def _update(self, value: float) -> bool:
+        """Record an epoch's value; whether it improved."""
+        if _is_better(self.mode, value, self.best, self.min_delta):
+            self.best, self.wait = value, 0
+            return True
+        self.wait += 1
+        return False
+
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: Logs) -> None:
         assert self.monitor is not None
         value = logs.get(self.monitor)
@@ -115,14 +131,12 @@ class EarlyStopping(_Monitoring):
             raise KeyError(
                 f"EarlyStopping: monitor {self.monitor!r} is not in the epoch's metrics {sorted(logs)}"
             )
-        if _is_better(self.mode, value, self.best, self.min_delta):
-            self.best, self.wait = value, 0
+        if self._update(value):
             if self.restore_best:
                 self.best_state = {
                     k: v.detach().clone() for k, v in trainer.model.state_dict().items()
                 }
         else:
-            self.wait += 1
             if self.wait >= self.patience:
                 trainer.stop_training = True
                 trainer.stop_reason = (

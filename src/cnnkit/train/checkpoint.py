@@ -9,19 +9,40 @@ checkpoint where a good one was.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from cnnkit.io import atomic_write
 from cnnkit.models.checkpoints import load_state_dict_strict
 
 FORMAT = "cnnkit-checkpoint-1"
+
+
+class DiskFullError(OSError):
+    """The disk filled up while a checkpoint was written. The message names the file, the
+    checkpoint's size and the free space; the file it would have replaced is intact."""
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """``ENOSPC`` as Python raises it, or as safetensors' Rust writer reports it."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    if isinstance(exc, SafetensorError):
+        text = str(exc)
+        return "No space left" in text or "StorageFull" in text or "os error 28" in text
+    return False
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.2f} MB"
 
 
 def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -64,7 +85,22 @@ def save_checkpoint(
     if scheduler is not None:
         metadata["scheduler"] = json.dumps(scheduler.state_dict(), default=_not_json)
     tensors = _unshare(tensors)
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    try:
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    except (OSError, SafetensorError) as exc:
+        if not _is_disk_full(exc):
+            raise
+        # the file's size: the tensors' bytes and a JSON header (about 100 bytes per tensor)
+        size = sum(t.numel() * t.element_size() for t in tensors.values())
+        size += len(json.dumps(metadata)) + 100 * len(tensors)
+        free = shutil.disk_usage(Path(path).parent).free
+        error = DiskFullError(
+            f"{path}: the disk is full: the checkpoint needs {_megabytes(size)} and "
+            f"{_megabytes(free)} are free on that disk: make room and continue with --resume "
+            "(the earlier checkpoints are intact)"
+        )
+        error.errno = errno.ENOSPC
+        raise error from None
 
 
 def _not_json(value: Any) -> None:

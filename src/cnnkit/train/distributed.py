@@ -21,6 +21,12 @@
   the same everywhere; writes the run directory from rank 0 only.
 
 ``--batch-size`` is per process, as in PyTorch; the learning rate is not rescaled.
+
+A process that fails ends the job rather than leaving the others waiting: ``torchrun`` stops the
+other workers when one exits with an error, and every collective operation (the gradient all-reduce,
+the metric sums, the barriers) gives up after :func:`timeout` (``$CNNKIT_DDP_TIMEOUT`` seconds,
+default 1800, PyTorch's own default) with an error naming it — a process that hangs without exiting
+cannot block the others longer than that.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -61,6 +68,53 @@ def world_size_from_env() -> int:
         ) from None
 
 
+#: the environment variable giving the collective operations' timeout, in seconds
+TIMEOUT_VARIABLE = "CNNKIT_DDP_TIMEOUT"
+DEFAULT_TIMEOUT_S = 1800.0
+
+
+def timeout() -> timedelta:
+    """How long a process waits in a collective operation for the others (``$CNNKIT_DDP_TIMEOUT``
+    seconds, default 1800) before it fails with an error instead of hanging."""
+    text = os.environ.get(TIMEOUT_VARIABLE, str(DEFAULT_TIMEOUT_S))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(
+            f"environment variable {TIMEOUT_VARIABLE}: expected a positive number of seconds, "
+            f"got {text!r}"
+        )
+    return timedelta(seconds=seconds)
+
+
+class PeerError(RuntimeError):
+    """A collective operation failed or timed out: another process of the job failed or hangs."""
+
+
+# what Gloo and NCCL errors say when a peer is gone or silent (Gloo's timeout inside DDP's backward
+# is a plain RuntimeError, not a DistError)
+_PEER_FAILURE_TEXT = ("Timed out", "timed out", "Connection closed by peer", "Connection reset")
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective operation that failed because of another process."""
+    return isinstance(exc, dist.DistError) or (
+        isinstance(exc, RuntimeError) and any(text in str(exc) for text in _PEER_FAILURE_TEXT)
+    )
+
+
+def peer_error(exc: BaseException, info: DistInfo) -> PeerError:
+    """``exc`` (a ``DistError`` from a collective) as one line saying what it means."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return PeerError(
+        f"rank {info.rank} of {info.world_size}: a collective operation failed or waited longer "
+        f"than {timeout().total_seconds():g} s (${TIMEOUT_VARIABLE}): another process of the job "
+        f"has failed or hangs, and its own error says why ({first})"
+    )
+
+
 def setup(device: torch.device) -> DistInfo:
     """Join the ``torchrun`` job this process belongs to (once), or return the single-process info."""
     if world_size_from_env() <= 1:
@@ -68,7 +122,7 @@ def setup(device: torch.device) -> DistInfo:
     if not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout())
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 

@@ -15,7 +15,9 @@
       precision_recall.png  detection: test-set precision-recall curve per class (IoU 0.5)
       detections.png        detection: test scenes with their detections drawn
 
-Every file is written through a temporary file and an atomic rename.
+Every file is written through a temporary file and an atomic rename (``cnnkit.io.atomic_write``:
+``.NAME.XXXXXXXX.tmp`` beside it). A process killed mid-write leaves that temporary behind; it is
+removed when a run starts or resumes in the folder, and never listed among the run's results.
 """
 
 from __future__ import annotations
@@ -51,22 +53,44 @@ class RunDir:
     def __truediv__(self, name: str) -> Path:
         return self.path / name
 
-    def create(self, *, resume: bool = False, overwrite: bool = False) -> None:
-        """Make the folder. An existing run is kept unless ``resume`` or ``overwrite`` says otherwise."""
+    def create(self, *, resume: bool = False, overwrite: bool = False) -> bool:
+        """Make the folder and remove stale temporaries; return whether there is a checkpoint to
+        resume from.
+
+        An existing run is kept unless ``resume`` or ``overwrite`` says otherwise. ``resume`` of a
+        folder without ``last.safetensors`` (a run killed in its first epoch leaves only
+        ``config.json``) returns ``False``: the run starts from the beginning."""
         if self.path.exists() and not self.path.is_dir():
             raise FileExistsError(f"{self.path}: exists and is not a directory")
-        if resume:
-            if not (self.path / LAST).is_file():
-                raise FileNotFoundError(
-                    f"{self.path / LAST}: nothing to resume (no last checkpoint)"
-                )
-            return
-        if (self.path / CONFIG).exists() and not overwrite:
+        if not resume and (self.path / CONFIG).exists() and not overwrite:
             raise FileExistsError(
                 f"{self.path}: already holds a run; pass --resume to continue it, "
                 "--overwrite to replace it, or choose another --out"
             )
         self.path.mkdir(parents=True, exist_ok=True)
+        self.remove_temporaries()
+        return resume and self.has_checkpoint()
+
+    def has_checkpoint(self) -> bool:
+        """Whether ``last.safetensors`` exists (at least one epoch finished)."""
+        return (self.path / LAST).is_file()
+
+    def temporaries(self) -> list[Path]:
+        """Temporary files that an interrupted atomic write left behind (``.NAME.*.tmp``)."""
+        if not self.path.is_dir():
+            return []
+        return sorted(p for p in self.path.glob(".*.tmp") if p.is_file())
+
+    def remove_temporaries(self) -> list[Path]:
+        """Delete :meth:`temporaries` (call it only while no other process writes this run)."""
+        stale = self.temporaries()
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
+    def results(self) -> list[str]:
+        """The names of the run's files, temporaries and other hidden files left out, sorted."""
+        return sorted(p.name for p in self.path.iterdir() if not p.name.startswith("."))
 
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write_bytes(self.path / name, (json.dumps(obj, indent=2) + "\n").encode())

@@ -6,6 +6,33 @@ watch come from a :class:`cnnkit.tasks.Task` (classification by default). Data i
 or a ``torch.utils.data.DataLoader``; targets may be tensors, or dicts and lists of them (boxes,
 masks), and are moved to the device as they are. Evaluation streams: the task's metric is updated
 batch by batch on the device, so host memory does not grow with the evaluation set.
+
+What survives an interruption (``cnnkit.train.rundir`` names the files):
+
+- ``last.safetensors`` is written at the end of each epoch, after validation, ``metrics.jsonl``,
+  ``steps.jsonl`` and the callbacks (``best.safetensors``): it always holds the state at an epoch's
+  start — weights, optimizer, the schedule's position and the epoch count. Nothing else is written
+  during an epoch.
+- Ctrl-C (``KeyboardInterrupt``) and SIGKILL are therefore the same: the unfinished epoch is lost
+  and ``fit(resume=True)`` redoes it from that checkpoint. The redone epoch is bit for bit the
+  uninterrupted one, because everything it depends on is restored or re-derived: the weights, the
+  optimizer and the schedule from the checkpoint; the batch order and flips from ``seed + epoch``
+  (``TensorBatches``, ``DistributedSampler.set_epoch``, a ``DataLoader``'s ``generator`` reseeded
+  here); dropout (and a ``DataLoader``'s random transforms without workers) from
+  ``torch.manual_seed(seed * 1_000_003 + epoch)`` at the epoch's start; the best score so far from
+  the first ``epoch`` rows of ``metrics.jsonl`` (later rows, from the lost epoch, are dropped).
+  We chose this over continuing mid-epoch at the interrupted step: that would need the step, the
+  RNG state after it, the streaming metrics' sums and a signal handler deferring Ctrl-C to a step
+  boundary (an interrupt inside ``optimizer.step`` leaves half-updated weights), and SIGKILL could
+  still not save it; the price is at most one epoch of work.
+- ``fit(resume=True)`` on a folder with no checkpoint (killed in its first epoch) starts the run
+  from the beginning; stale temporaries of interrupted writes are removed when a run starts.
+
+A non-finite loss or gradient is caught at the step it appears, before ``optimizer.step`` (one
+host sync per step, as ``torch.amp.GradScaler`` makes for its inf check): ``on_nonfinite="stop"``
+raises :class:`NonFiniteLossError`, leaving ``last.safetensors`` at the last good epoch;
+``"skip"`` drops that batch's update (the schedule still advances, so the plan keeps its length)
+and counts it in the epoch's ``skipped_batches``.
 """
 
 from __future__ import annotations
@@ -40,7 +67,11 @@ class Batches(Protocol):
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; training stopped before saving the bad weights."""
+    """The loss or the gradients became NaN or infinite; training stopped before the bad update."""
+
+
+#: what ``Trainer(on_nonfinite=...)`` accepts
+NONFINITE_POLICIES = ("stop", "skip")
 
 
 def seed_everything(seed: int) -> None:
@@ -77,6 +108,8 @@ class Trainer:
     ``onecycle``, ``cosine``, ``step``, ``constant``. ``precision``: ``fp32``, ``bf16`` (autocast) or
     ``None``/``auto`` (:func:`cnnkit.device.default_precision` decides). With ``out_dir`` the run
     directory of :mod:`cnnkit.train.rundir` is written. ``log_extra`` is added to every epoch's row.
+    ``on_nonfinite``: ``stop`` (raise :class:`NonFiniteLossError`) or ``skip`` the batch whose loss
+    or gradients are NaN or infinite (see the module's docstring).
     """
 
     def __init__(
@@ -100,7 +133,13 @@ class Trainer:
         progress: bool = True,
         log_every: int = 10,
         log_extra: dict[str, Any] | None = None,
+        on_nonfinite: str = "stop",
     ) -> None:
+        if on_nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(
+                f"on_nonfinite: expected one of {', '.join(NONFINITE_POLICIES)}, got {on_nonfinite!r}"
+            )
+        self.on_nonfinite = on_nonfinite
         self.device = pick_device(device)
         multi = distributed.world_size_from_env() > 1
         if multi and self.device.type == "cuda" and self.device.index is None:
@@ -145,6 +184,10 @@ class Trainer:
         self.planned_epochs: int | None = None  # the epoch the schedule ends at
         self.stop_training = False
         self.stop_reason: str | None = None
+        #: the epoch ``fit(resume=True)`` continued from (``None``: the run started from scratch)
+        self.resumed_from: int | None = None
+        #: the epoch count ``last.safetensors`` holds (``None``: no checkpoint yet)
+        self.checkpoint_epoch: int | None = None
 
     # ----------------------------------------------------------------------------- set-up
     def configure_optimizer(
@@ -163,7 +206,9 @@ class Trainer:
         self.scheduler = None
         return self.optimizer
 
-    def _run_config(self, epochs: int, batch_size: int | None) -> dict[str, Any]:
+    def run_config(self, epochs: int, batch_size: int | None) -> dict[str, Any]:
+        """What ``config.json`` holds: ``config`` given to the constructor, the task, and the
+        trainer's settings."""
         return {
             **self.config,
             "task": {"name": self.task.name, "options": self.task.options()},
@@ -174,6 +219,7 @@ class Trainer:
                 "epochs": epochs,
                 "batch_size": batch_size,
                 "grad_clip": self.grad_clip,
+                "on_nonfinite": self.on_nonfinite,
                 "precision": self.precision.name,
                 "channels_last": self.precision.channels_last,
                 "device": str(self.device),
@@ -259,11 +305,14 @@ class Trainer:
         if run is not None:
             if self.dist.is_main:
                 run.create(resume=resume, overwrite=overwrite)
-            if resume:
+            distributed.barrier(self.dist)  # the folder exists before any process reads it
+            # no checkpoint (killed in the first epoch): the run starts from the beginning
+            if resume and run.has_checkpoint():
                 self._resume(run, epochs, steps_per_epoch)
+                self.resumed_from = self.checkpoint_epoch = self.epoch
         if run is not None and self._writes:
             batch_size = getattr(train, "batch_size", None)
-            run.write_json(rundir.CONFIG, self._run_config(epochs, batch_size))
+            run.write_json(rundir.CONFIG, self.run_config(epochs, batch_size))
             callbacks.append(BestCheckpoint(str(run / rundir.BEST)))
         self.stop_training, self.stop_reason = False, None
         for cb in callbacks:
@@ -286,11 +335,14 @@ class Trainer:
                     cb.on_epoch_end(self, epoch, logs)
                 if run is not None and self._writes:
                     self.save_checkpoint(run / rundir.LAST)
+                    self.checkpoint_epoch = self.epoch
+        except RuntimeError as exc:
+            if not self.dist.enabled or not distributed.is_peer_failure(exc):
+                raise
+            raise distributed.peer_error(exc, self.dist) from exc
         except KeyboardInterrupt:
-            # Keep what was learnt: the weights mid-epoch go to the last checkpoint with the count
-            # of completed epochs, so --resume redoes the interrupted epoch from these weights.
-            if run is not None and self._writes:
-                self.save_checkpoint(run / rundir.LAST, interrupted=True)
+            # Nothing is saved: last.safetensors holds the start of the unfinished epoch, which
+            # --resume redoes exactly (see the module's docstring).
             self.stop_reason = "interrupted"
             raise
         for cb in callbacks:
@@ -325,6 +377,11 @@ class Trainer:
         torch.manual_seed(self.seed * 1_000_003 + epoch)  # dropout masks reproduce on resume
         if hasattr(train, "set_epoch"):
             train.set_epoch(epoch)
+        generator = getattr(train, "generator", None)
+        if isinstance(generator, torch.Generator):
+            # A DataLoader's own shuffle generator (cnnkit.data.folder.loader gives one) advances
+            # across epochs, so a resumed run would see epoch 1's order again: seed it per epoch.
+            generator.manual_seed(self.seed * 1_000_003 + epoch)
         sampler = getattr(train, "sampler", None)
         if isinstance(sampler, torch.utils.data.DistributedSampler):
             sampler.set_epoch(epoch)  # a new shuffle per epoch
@@ -344,6 +401,7 @@ class Trainer:
             leave=True,
             dynamic_ncols=True,
         )
+        skipped = 0
         for step, (x, y) in enumerate(train, 1):
             x, y = self._inputs(x), to_device(y, self.device)
             with self.precision.autocast():
@@ -351,25 +409,25 @@ class Trainer:
             loss, _ = self.task.loss(output, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if self.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            self.optimizer.step()
-            scheduler.step()
-            n = x.shape[0]
-            loss_sums += torch.stack(
-                [loss.detach().double() * n, loss.new_tensor(n).double()]
-            ).repeat(2)
-            metric.update(output, y)
+            if self._finite_step(loss, epoch, step):
+                self.optimizer.step()
+                scheduler.step()
+                n = x.shape[0]
+                loss_sums += torch.stack(
+                    [loss.detach().double() * n, loss.new_tensor(n).double()]
+                ).repeat(2)
+                metric.update(output, y)
+            else:  # on_nonfinite="skip": no update, but the schedule keeps its pace
+                skipped += 1
+                self.optimizer.zero_grad(set_to_none=True)
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                    scheduler.step()
             if step % self.log_every == 0 or step == steps:
-                # One host sync every few steps: checks the loss and feeds the progress bar.
+                # One host sync every few steps: the logged loss and the progress bar.
                 totals = self.reduce(loss_sums).tolist()
                 loss_sums[2:] = 0  # the window since this log
-                window = totals[2] / max(totals[3], 1)
-                if not math.isfinite(window):
-                    raise NonFiniteLossError(
-                        f"loss became {window} at epoch {epoch + 1}, step {step}; training stopped "
-                        "and the last good checkpoint was kept. Try a lower learning rate or grad_clip."
-                    )
+                window = totals[2] / totals[3] if totals[3] else math.nan
                 self.steps.append({"epoch": epoch + step / steps, "loss": window})
                 shown = metric.compute(self.reduce)
                 rate = totals[1] / (time.perf_counter() - start)
@@ -386,13 +444,50 @@ class Trainer:
         bar.close()
         seconds = time.perf_counter() - start
         # The last step always syncs, so totals cover the whole epoch (every process's share).
+        skipped_batches = {"skipped_batches": skipped} if self.on_nonfinite == "skip" else {}
         return {
-            "loss": totals[0] / max(totals[1], 1),
+            "loss": totals[0] / totals[1] if totals[1] else math.nan,
             **metric.compute(self.reduce),
+            **skipped_batches,
             "lr": self.optimizer.param_groups[0]["lr"],
             "images_per_s": totals[1] / seconds,
             "seconds": seconds,
         }
+
+    def _finite_step(self, loss: torch.Tensor, epoch: int, step: int) -> bool:
+        """Clip the gradients (with ``grad_clip``) and check that the loss and the gradients' norm
+        are finite: ``True`` to go on with the update, ``False`` to skip the batch
+        (``on_nonfinite="skip"``); ``stop`` raises :class:`NonFiniteLossError`. Under DDP every
+        process decides alike (the flags are summed), so none waits for another's update."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.grad_clip is not None:
+            norm = nn.utils.clip_grad_norm_(params, self.grad_clip)
+        else:
+            norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+        loss = loss.detach().float()
+        flags = torch.stack([~torch.isfinite(loss), ~torch.isfinite(norm)]).double()
+        flags = self.reduce(flags)
+        bad_loss, bad_grad = flags.tolist()  # the one host sync per step
+        if not bad_loss and not bad_grad:
+            return True
+        if self.on_nonfinite == "skip":
+            if self.dist.is_main:
+                tqdm.write(
+                    f"epoch {epoch + 1}, step {step}: non-finite "
+                    f"{'loss' if bad_loss else 'gradients'}; batch skipped (--on-nonfinite skip)"
+                )
+            return False
+        if not bad_loss:
+            what = f"gradients' norm became {norm.item()}"
+        elif math.isfinite(value := loss.item()):
+            what = "loss became non-finite in another process"
+        else:
+            what = f"loss became {value}"
+        raise NonFiniteLossError(
+            f"{what} at epoch {epoch + 1}, step {step}; training stopped before that update and "
+            "the last good checkpoint was kept. Try a lower learning rate, grad_clip, or "
+            "--on-nonfinite skip."
+        )
 
     # ----------------------------------------------------------------------------- inference
     def _batches(self, data: Iterable | torch.Tensor, batch_size: int) -> Iterable:
