@@ -43,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
         f"({batch}, {c}, {h}, {w}) float32, outputs {', '.join(eval_list(props['outputs']))}, "
         f"opset {args.opset or DEFAULT_OPSET}"
     )
-    print(f"  preprocessing: {meta.resize}, {props['input_scale']}, mean {list(meta.mean)}, std {list(meta.std)}")
+    print(
+        f"  preprocessing: {meta.resize}, {props['input_scale']}, mean {list(meta.mean)}, std {list(meta.std)}"
+    )
     return 0
 
 

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from torch import nn
 
-    from cnnkit.cli.train import make_trainer, report, run_config
+    from cnnkit.cli.train import make_trainer, report, run_config, tensorboard_callbacks
     from cnnkit.data.datasets import Augment, load_data
     from cnnkit.models import model_info
     from cnnkit.pretrained import list_weights, load
@@ -162,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "config": config,
         "progress": not args.no_progress,
+        "callbacks": tensorboard_callbacks(args, data),
     }
     try:
         fine_tune(

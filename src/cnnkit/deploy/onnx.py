@@ -55,7 +55,9 @@ def _require(module: str) -> Any:
         ) from None
 
 
-def onnx_metadata(meta: DataMeta, task: Task, output_names: tuple[str, ...], postprocess: str) -> dict[str, str]:
+def onnx_metadata(
+    meta: DataMeta, task: Task, output_names: tuple[str, ...], postprocess: str
+) -> dict[str, str]:
     """The ``metadata_props`` of an exported run (every value a string, JSON where structured)."""
     return {
         "task": task.name,

@@ -49,9 +49,7 @@ class TaskView:
     #: what the graph computes, recorded in the ONNX metadata (``cnnkit.postprocess``)
     postprocess: str = "none in the graph: the raw model output; cnnkit decodes it with the task"
 
-    def draw(
-        self, images: torch.Tensor, decoded: Any, class_names: Sequence[str]
-    ) -> torch.Tensor:
+    def draw(self, images: torch.Tensor, decoded: Any, class_names: Sequence[str]) -> torch.Tensor:
         """uint8 RGB images (N, 3, H, W) with their predictions drawn (default: unchanged)."""
         return images
 
@@ -141,8 +139,14 @@ class ClassifyView(TaskView):
             for x, y in batches:
                 metric.update(model(x), y)
         matrix = metric.matrix()
-        rows = [[name, *map(str, row)] for name, row in zip(class_names, matrix.tolist(), strict=True)]
-        return [Table("confusion matrix (rows: true class, columns: predicted)", ["", *class_names], rows)]
+        rows = [
+            [name, *map(str, row)] for name, row in zip(class_names, matrix.tolist(), strict=True)
+        ]
+        return [
+            Table(
+                "confusion matrix (rows: true class, columns: predicted)", ["", *class_names], rows
+            )
+        ]
 
     def result_html(self, decoded: torch.Tensor, class_names: Sequence[str], task: Any) -> str:
         top = decoded.topk(min(5, len(class_names)))
@@ -176,4 +180,3 @@ def to_uint8_rgb(display: Any) -> torch.Tensor:
     x = x.unsqueeze(-1) if x.dim() == 3 else x
     x = (x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 3, 1, 2)
     return x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x.contiguous()
-

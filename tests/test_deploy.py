@@ -1,0 +1,147 @@
+"""Using a run outside training (issue 16): TensorBoard events read back, ONNX export from the CLI
+with its metadata, ``cnnkit predict --onnx`` printing what the PyTorch path prints, and the
+self-contained HTML report. One small run serves all: a folder of 160 real Fashion-MNIST items
+(4 classes, split 75/15/10), 2 epochs (the whole Fashion-MNIST test split alone takes ~25 s to
+evaluate on 2 busy cores)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from cnnkit.cli import main
+from cnnkit.train import rundir
+
+EPOCHS = 2
+CLASSES = {1: "Trouser", 7: "Sneaker", 8: "Bag", 9: "Ankle boot"}  # Fashion-MNIST's labels
+PER_CLASS = 40
+
+
+@pytest.fixture(scope="module")
+def folder(fashion_mnist, tmp_path_factory):
+    """Class sub-folders of the first PER_CLASS test items of each class in CLASSES (28 × 28 PNG)."""
+    root = tmp_path_factory.mktemp("fashion")
+    images, labels = fashion_mnist[2]
+    for label, name in CLASSES.items():
+        (root / name).mkdir()
+        for i, index in enumerate((labels == label).nonzero().flatten()[:PER_CLASS].tolist()):
+            Image.fromarray(images[index].numpy()).save(root / name / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "small"
+    code = main(
+        ["train", "--model", "fashion_cnn", "--data", str(folder), "--image-size", "28",
+         "--epochs", str(EPOCHS), "--batch-size", "32", "--lr", "3e-3", "--workers", "0",
+         "--out", str(out), "--no-progress", "--tensorboard"]
+    )  # fmt: skip
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def events(run):
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator"
+    )
+    acc = event_accumulator.EventAccumulator(
+        str(run / "tensorboard"),
+        size_guidance={event_accumulator.IMAGES: 0, event_accumulator.HISTOGRAMS: 0},
+    )
+    return acc.Reload()
+
+
+# ---- TensorBoard -------------------------------------------------------------------------------
+
+
+def test_tensorboard_scalars_are_the_epoch_rows_of_metrics_jsonl(run, events):
+    """Each epoch's loss, accuracy (training and validation) and learning rate, at steps 1..EPOCHS,
+    equal metrics.jsonl's rows (the trainer's own record)."""
+    rows = [json.loads(line) for line in (run / rundir.METRICS).read_text().splitlines()]
+    for key, tag in [("loss", "loss/train"), ("val_loss", "loss/val"),
+                     ("accuracy", "accuracy/train"), ("val_accuracy", "accuracy/val"),
+                     ("lr", "lr")]:  # fmt: skip
+        logged = events.Scalars(tag)
+        assert [e.step for e in logged] == list(range(1, EPOCHS + 1)), tag
+        assert [e.value for e in logged] == pytest.approx([r[key] for r in rows], rel=1e-6), tag
+
+
+def test_tensorboard_has_a_weight_histogram_per_parameter_per_epoch(run, events):
+    from cnnkit.cli._common import load_run
+
+    _, _, model, _, _ = load_run(run)
+    tags = events.Tags()["histograms"]
+    assert set(tags) == {f"weights/{name}" for name, _ in model.named_parameters()}
+    assert [e.step for e in events.Histograms(tags[0])] == list(range(1, EPOCHS + 1))
+
+
+def test_tensorboard_has_prediction_images_and_the_graph(events):
+    images = events.Images("predictions")
+    assert [e.step for e in images] == list(range(1, EPOCHS + 1))
+    grid = Image.open(io.BytesIO(images[0].encoded_image_string))
+    # 8 validation images of 28 × 28, each enlarged 4 × (legible labels), in one TensorBoard grid
+    assert (images[0].width, images[0].height) == grid.size and grid.size[1] >= 112
+    assert events.Graph() is not None
+
+
+# ---- ONNX from the command line ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported(run, tmp_path_factory):
+    pytest.importorskip("onnxruntime", reason="the optional extra 'onnx' is not installed")
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    assert main(["export", str(run), "--onnx", str(path), "--dynamic-batch"]) == 0
+    return path
+
+
+def test_export_records_the_runs_preprocessing_in_the_metadata(run, exported):
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(exported)).metadata_props}
+    data = json.loads((run / rundir.CONFIG).read_text())["data"]
+    assert props["cnnkit.task"] == "classify"
+    assert props["cnnkit.input_layout"] == "NCHW"
+    assert json.loads(props["cnnkit.input_size"]) == [3, 28, 28]
+    assert json.loads(props["cnnkit.mean"]) == data["mean"]
+    assert json.loads(props["cnnkit.std"]) == data["std"]
+    assert props["cnnkit.resize"] == "center-crop"  # image files' policy (DataMeta)
+    assert float(props["cnnkit.crop_pct"]) == data["crop_pct"]
+    assert json.loads(props["cnnkit.class_names"]) == sorted(CLASSES.values())
+    assert json.loads(props["cnnkit.outputs"]) == ["logits"]
+
+
+def test_a_dynamic_batch_export_takes_any_batch_size(run, exported):
+    from cnnkit.cli._common import load_run
+    from cnnkit.deploy.onnx import OnnxModel
+
+    _, _, model, _, _ = load_run(run)
+    x = torch.randn(3, 3, 28, 28)
+    with torch.no_grad():
+        expected = model(x)
+    got = OnnxModel(exported, threads=1)(x)
+    assert got.shape == (3, len(CLASSES))
+    assert (got - expected).abs().max() <= 1e-4
+
+
+def test_predict_onnx_prints_what_the_pytorch_path_prints(run, exported, folder, capsys):
+    paths = [str(folder / name / "000.png") for name in CLASSES.values()][:3]
+    assert main(["predict", str(run), *paths, "--top", "3"]) == 0
+    pytorch = capsys.readouterr().out
+    assert main(["predict", "--onnx", str(exported), *paths, "--top", "3"]) == 0
+    assert capsys.readouterr().out == pytorch
+    assert pytorch.count("%") == 9  # three classes for each of three images
+
+
+def test_predict_onnx_rejects_a_file_that_is_not_a_cnnkit_export(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(b"not a model")
+    assert main(["predict", "--onnx", str(path), "x.png"]) == 2
+    assert f"{path}: not a loadable ONNX model" in capsys.readouterr().err
