@@ -146,10 +146,11 @@ def _export_bytes(
     *,
     dynamo: bool,
 ) -> bytes:
-    """One ``torch.onnx.export`` into memory."""
-    import io
+    """One ``torch.onnx.export``, through a temporary file, into memory."""
+    import tempfile
 
-    buffer = io.BytesIO()
+    folder = tempfile.TemporaryDirectory(prefix="cnnkit-onnx-")
+    buffer = Path(folder.name) / "model.onnx"
     log_enabled = torch._C._jit_is_onnx_log_enabled()
     with warnings.catch_warnings():
         # the TorchScript exporter is deprecated in favour of dynamo, which takes seconds per
@@ -183,9 +184,10 @@ def _export_bytes(
                     dynamic_axes=axes if dynamic_batch else None,
                     dynamo=False,
                 )
+            return buffer.read_bytes()
         finally:
             torch._C._jit_set_onnx_log_enabled(log_enabled)
-    return buffer.getvalue()
+            folder.cleanup()
 
 
 #: the export's own check, relative to the largest output magnitude (≥ 1): it catches a wrong graph
@@ -272,7 +274,8 @@ class OnnxModel:
         if tuple(size) != self.meta.input_size:  # exported at another size than the data's
             from dataclasses import replace
 
-            self.meta = replace(self.meta, input_size=tuple(int(v) for v in size))
+            c, h, w = (int(v) for v in size)
+            self.meta = replace(self.meta, input_size=(c, h, w))
         self.task: Task = get_task(
             self.metadata["task"], **json.loads(self.metadata.get("task_options", "{}"))
         )
