@@ -145,3 +145,47 @@ def test_predict_onnx_rejects_a_file_that_is_not_a_cnnkit_export(tmp_path, capsy
     path.write_bytes(b"not a model")
     assert main(["predict", "--onnx", str(path), "x.png"]) == 2
     assert f"{path}: not a loadable ONNX model" in capsys.readouterr().err
+
+
+# ---- the HTML report ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def report(run):
+    assert main(["report", str(run)]) == 0
+    return (run / "report.html").read_text()
+
+
+def test_report_needs_no_network(report):
+    assert "http" not in report  # no external URL: no script, style sheet or image to fetch
+    assert "<script" not in report
+
+
+def test_report_holds_the_runs_test_accuracy_and_tables(run, report):
+    accuracy = json.loads((run / rundir.TEST_METRICS).read_text())["test_accuracy"]
+    assert f"<td>test_accuracy</td><td>{accuracy:.2%}</td>" in report
+    assert "per-class accuracy" in report and "confusion matrix" in report
+    for name in CLASSES.values():
+        assert f"<td>{name}</td>" in report
+
+
+def test_report_confusion_matrix_counts_every_test_image(run, report):
+    """The matrix's cells sum to the test split's size: 10% of 160 images, stratified (16)."""
+    import re
+
+    table = report.split("confusion matrix")[1].split("</table>")[0]
+    cells = [int(v) for v in re.findall(r"<td>(\d+)</td>", table)]
+    assert len(cells) == len(CLASSES) ** 2
+    assert sum(cells) == PER_CLASS * len(CLASSES) // 10
+
+
+def test_report_images_decode(report):
+    import base64
+    import re
+
+    uris = re.findall(r'src="data:image/png;base64,([^"]+)"', report)
+    assert len(uris) >= 5  # curves, predictions, the image, three layers of feature maps
+    for data in uris:
+        image = Image.open(io.BytesIO(base64.b64decode(data)))
+        image.load()  # the whole PNG decodes
+        assert image.size[0] > 0
