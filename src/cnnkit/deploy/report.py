@@ -74,7 +74,7 @@ def write_report(
     from cnnkit.deploy.views import get_view, to_uint8_rgb
     from cnnkit.train import rundir
 
-    run, config, model, task, meta = load_run(run_path)
+    run, config, model, task, meta = load_run(Path(run_path))
     view = get_view(task.name)
     names = list(meta.class_names)
     test_path = run / rundir.TEST_METRICS
