@@ -1,8 +1,6 @@
 """Using a run outside training (issue 16): TensorBoard events read back, ONNX export from the CLI
 with its metadata, ``cnnkit predict --onnx`` printing what the PyTorch path prints, and the
-self-contained HTML report. One small run serves all: a folder of 160 real Fashion-MNIST items
-(4 classes, split 75/15/10), 2 epochs (the whole Fashion-MNIST test split alone takes ~25 s to
-evaluate on 2 busy cores)."""
+self-contained HTML report. One small run (``deploy_runs``) serves all."""
 
 from __future__ import annotations
 
@@ -11,38 +9,21 @@ import json
 
 import pytest
 import torch
+from deploy_runs import CLASSES, EPOCHS, PER_CLASS, make_fashion_folder, train_small_run
 from PIL import Image
 
 from cnnkit.cli import main
 from cnnkit.train import rundir
 
-EPOCHS = 2
-CLASSES = {1: "Trouser", 7: "Sneaker", 8: "Bag", 9: "Ankle boot"}  # Fashion-MNIST's labels
-PER_CLASS = 40
-
 
 @pytest.fixture(scope="module")
 def folder(fashion_mnist, tmp_path_factory):
-    """Class sub-folders of the first PER_CLASS test items of each class in CLASSES (28 × 28 PNG)."""
-    root = tmp_path_factory.mktemp("fashion")
-    images, labels = fashion_mnist[2]
-    for label, name in CLASSES.items():
-        (root / name).mkdir()
-        for i, index in enumerate((labels == label).nonzero().flatten()[:PER_CLASS].tolist()):
-            Image.fromarray(images[index].numpy()).save(root / name / f"{i:03d}.png")
-    return root
+    return make_fashion_folder(tmp_path_factory.mktemp("fashion"), fashion_mnist)
 
 
 @pytest.fixture(scope="module")
 def run(folder, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "small"
-    code = main(
-        ["train", "--model", "fashion_cnn", "--data", str(folder), "--image-size", "28",
-         "--epochs", str(EPOCHS), "--batch-size", "32", "--lr", "3e-3", "--workers", "0",
-         "--out", str(out), "--no-progress", "--tensorboard"]
-    )  # fmt: skip
-    assert code == 0
-    return out
+    return train_small_run(folder, tmp_path_factory.mktemp("runs") / "small", "--tensorboard")
 
 
 @pytest.fixture(scope="module")
