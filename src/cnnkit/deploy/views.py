@@ -101,8 +101,8 @@ class ClassifyView(TaskView):
     def draw(
         self, images: torch.Tensor, decoded: torch.Tensor, class_names: Sequence[str]
     ) -> torch.Tensor:
-        """The top class and its probability as a box label over the whole image
-        (``torchvision.utils.draw_bounding_boxes``, its built-in font)."""
+        """The top class and its probability as a box label over the whole image, black on a
+        yellow band (``torchvision.utils.draw_bounding_boxes``, its built-in font)."""
         from torchvision.utils import draw_bounding_boxes
 
         images = _at_least(images, 96)
@@ -112,7 +112,11 @@ class ClassifyView(TaskView):
         for image, probs in zip(images, decoded, strict=True):
             p, i = probs.max(0)
             label = f"{class_names[int(i)]} {float(p):.0%}"
-            out.append(draw_bounding_boxes(image, frame, [label], colors="yellow"))
+            out.append(
+                draw_bounding_boxes(
+                    image, frame, [label], colors="yellow", label_colors="black", fill_labels=True
+                )
+            )
         return torch.stack(out)
 
     def tables(self, metrics: dict[str, Any], class_names: Sequence[str]) -> list[Table]:
