@@ -170,3 +170,25 @@ def test_report_images_decode(report):
         image = Image.open(io.BytesIO(base64.b64decode(data)))
         image.load()  # the whole PNG decodes
         assert image.size[0] > 0
+
+
+def test_export_names_the_checkpoints_as_the_run_directory_does():
+    from cnnkit.cli import export
+
+    assert (export.BEST, export.LAST) == (rundir.BEST, rundir.LAST)
+
+
+def test_a_task_without_a_view_is_shown_through_its_format_prediction():
+    """The other tasks plug in before they register a view: the default view shows the lines of
+    Task.format_prediction, draws nothing, and names the single ONNX output 'output'."""
+    from cnnkit.deploy.views import TaskView, get_view
+
+    class Lines:
+        def format_prediction(self, decoded, class_names, top):
+            return [f"{class_names[0]} at {decoded}"]
+
+    view = get_view("a-task-with-no-view")
+    assert type(view) is TaskView and view.output_names == ("output",)
+    assert view.result_html(7, ["cat"], Lines()) == '<pre id="result">cat at 7</pre>'
+    images = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    assert view.draw(images, None, ["cat"]) is images

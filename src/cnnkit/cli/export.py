@@ -23,33 +23,30 @@ def register(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+
+    from cnnkit.cli import CLIError
     from cnnkit.cli._common import load_run
     from cnnkit.deploy.onnx import DEFAULT_OPSET, export_onnx, read_metadata
 
     _, config, model, task, meta = load_run(args.run, args.checkpoint)
-    path = export_onnx(
-        model,
-        meta,
-        task,
-        args.onnx,
-        dynamic_batch=args.dynamic_batch,
-        opset=args.opset or DEFAULT_OPSET,
-    )
+    opset = args.opset or DEFAULT_OPSET
+    try:
+        path = export_onnx(
+            model, meta, task, args.onnx, dynamic_batch=args.dynamic_batch, opset=opset
+        )
+    except ImportError as exc:  # the optional extra is missing: one line, not a traceback
+        raise CLIError(str(exc)) from None
     props = read_metadata(path)
     batch = "N" if args.dynamic_batch else "1"
     c, h, w = meta.input_size
+    outputs = ", ".join(str(v) for v in json.loads(props["outputs"]))
     print(
         f"{path}: {config['model']['name']} ({task.name}), input {props['input_name']} "
-        f"({batch}, {c}, {h}, {w}) float32, outputs {', '.join(eval_list(props['outputs']))}, "
-        f"opset {args.opset or DEFAULT_OPSET}"
+        f"({batch}, {c}, {h}, {w}) float32, outputs {outputs}, opset {opset}"
     )
     print(
-        f"  preprocessing: {meta.resize}, {props['input_scale']}, mean {list(meta.mean)}, std {list(meta.std)}"
+        f"  preprocessing: {meta.resize}, {props['input_scale']}, "
+        f"mean {list(meta.mean)}, std {list(meta.std)}"
     )
     return 0
-
-
-def eval_list(text: str) -> list[str]:
-    import json
-
-    return [str(v) for v in json.loads(text)]

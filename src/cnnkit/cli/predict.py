@@ -86,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError("expected at least one image after --onnx FILE")
         from cnnkit.deploy.onnx import OnnxModel
 
-        onnx_model = OnnxModel(args.onnx)
+        try:
+            onnx_model = OnnxModel(args.onnx)
+        except ImportError as exc:  # the optional extra is missing
+            raise CLIError(str(exc)) from None
         return predict_files(args, paths, onnx_model, onnx_model.task, onnx_model.meta)
     if args.run is None or not args.images:
         raise CLIError("expected a run directory and at least one image")
