@@ -151,22 +151,20 @@ def _export_bytes(
 
     folder = tempfile.TemporaryDirectory(prefix="cnnkit-onnx-")
     buffer = Path(folder.name) / "model.onnx"
-    log_enabled = torch._C._jit_is_onnx_log_enabled()
     with warnings.catch_warnings():
         # the TorchScript exporter is deprecated in favour of dynamo, which takes seconds per
         # model where it takes a fraction of one; both write standard ONNX operators
         warnings.simplefilter("ignore")
-        torch._C._jit_set_onnx_log_enabled(False)  # no graph dump on stderr when it gives up
         try:
             if dynamo:
-                batch = {0: torch.export.Dim("batch", min=1)} if dynamic_batch else None
+                batch = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
                 program = torch.onnx.export(
                     model,
                     (example,),
                     input_names=[INPUT_NAME],
                     output_names=list(names),
                     opset_version=opset,
-                    dynamic_shapes=({0: batch[0]},) if batch else None,
+                    dynamic_shapes=batch,
                     dynamo=True,
                     verbose=False,
                 )
@@ -186,7 +184,6 @@ def _export_bytes(
                 )
             return buffer.read_bytes()
         finally:
-            torch._C._jit_set_onnx_log_enabled(log_enabled)
             folder.cleanup()
 
 
