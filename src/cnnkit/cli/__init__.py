@@ -29,6 +29,9 @@ COMMANDS: dict[str, str] = {
     "models": "list the registered models",
     "summary": "per-layer table: shapes, parameters, FLOPs and the memory of a step",
     "filters": "draw the notes' feature maps: two sample images through 7x7 line filters",
+    "export": "export a run's model to ONNX, its preprocessing in the file's metadata",
+    "report": "write a run's self-contained HTML report (curves, tables, predictions, feature maps)",
+    "serve": "a local web app: upload an image, see the run's prediction and feature maps",
     "data": "make scene datasets, draw and convert annotated datasets (COCO, VOC, YOLO, VIA, LabelMe)",
 }
 

@@ -128,6 +128,10 @@ def add_training_arguments(p: argparse.ArgumentParser, *, model_required: bool =
     )  # fmt: skip
     p.add_argument("--workers", type=int, default=2, help="DataLoader processes for image files")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--tensorboard", action="store_true",
+        help="write TensorBoard event files into RUN/tensorboard (scalars, weights, predictions, graph)",
+    )  # fmt: skip
 
 
 def task_from_args(args: argparse.Namespace) -> Task:

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from torch import nn
 
-    from cnnkit.cli.train import make_trainer, report, run_config
+    from cnnkit.cli.train import make_trainer, report, run_config, tensorboard_callbacks
     from cnnkit.data.datasets import Augment, load_data
     from cnnkit.models import model_info
     from cnnkit.pretrained import list_weights, load
@@ -165,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         "config": config,
         "progress": not args.no_progress,
         "on_nonfinite": args.on_nonfinite,
+        "callbacks": tensorboard_callbacks(args, data),
     }
     try:
         fine_tune(

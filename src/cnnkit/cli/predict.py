@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -19,11 +20,18 @@ from PIL import Image
 
 from cnnkit.cli import CLIError
 
+if TYPE_CHECKING:
+    from cnnkit.data.datasets import DataMeta
+    from cnnkit.tasks import Task
+
 BEST, LAST = "best.safetensors", "last.safetensors"  # cnnkit.train.rundir's names (a test checks)
 
 
 def register(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run directory written by `cnnkit train` (an image with --model)")
+    p.add_argument(
+        "run", nargs="?", default=None,
+        help="run directory written by `cnnkit train` (an image with --model or --onnx)",
+    )  # fmt: skip
     p.add_argument("images", nargs="*", help="PNG/JPEG/GIF/WebP files, any size and colour mode")
     p.add_argument("--top", type=int, default=3, help="how many classes to print per image")
     p.add_argument(
@@ -38,6 +46,10 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", default=None, help="a pretrained ImageNet model (e.g. efficientnet_lite0)"
     )
+    p.add_argument(
+        "--onnx", default=None, metavar="FILE",
+        help="an ONNX file written by `cnnkit export`, run with onnxruntime",
+    )  # fmt: skip
     p.add_argument("--weights", default=None, help="with --model: a checkpoint file to load")
     p.add_argument(
         "--crop",
@@ -70,18 +82,37 @@ def read_image(path: str | Path, channels: int) -> torch.Tensor:
 def run(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise CLIError(f"--top: expected a positive integer, got {args.top}")
+    paths = [p for p in (args.run, *args.images) if p is not None]
     if args.model is not None:
-        return run_pretrained(args, [args.run, *args.images])
-    if not args.images:
-        raise CLIError("expected at least one image after the run directory")
+        return run_pretrained(args, paths)
+    if args.onnx is not None:
+        if not paths:
+            raise CLIError("expected at least one image after --onnx FILE")
+        from cnnkit.deploy.onnx import OnnxModel
+
+        try:
+            onnx_model = OnnxModel(args.onnx)
+        except ImportError as exc:  # the optional extra is missing
+            raise CLIError(str(exc)) from None
+        return predict_files(args, paths, onnx_model, onnx_model.task, onnx_model.meta)
+    if args.run is None or not args.images:
+        raise CLIError("expected a run directory and at least one image")
     from cnnkit.cli._common import load_run
 
     _, _, model, task, meta = load_run(args.run, args.checkpoint)
+    return predict_files(args, args.images, model, task, meta)
+
+
+def predict_files(
+    args: argparse.Namespace, paths: list[str], model: Any, task: Task, meta: DataMeta
+) -> int:
+    """Preprocess each file as the run's validation images (``meta.preprocess``), run ``model`` (a
+    PyTorch module or an ``OnnxModel``: raw outputs either way), print the task's lines."""
     if args.out is not None and not task.draws_predictions:
         raise CLIError(f"--out: the {task.name} task draws no predictions; predictions are printed")
     written: set[str] = set()
     failures = 0
-    for path in args.images:
+    for path in paths:
         try:
             image = read_image(path, meta.channels)
             x = meta.preprocess(

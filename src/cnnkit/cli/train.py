@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnkit.cli import CLIError
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from cnnkit.data.datasets import ImageData
     from cnnkit.tasks import Task
     from cnnkit.train import Trainer
+    from cnnkit.train.callbacks import Callback
 
 
 def register(p: argparse.ArgumentParser) -> None:
@@ -113,10 +115,12 @@ def make_trainer(
     model: torch.nn.Module,
     task: Task,
     config: dict[str, Any],
+    callbacks: list[Callback] | None = None,
     **options: Any,
 ) -> Trainer:
     from cnnkit.train import EarlyStopping, Trainer
 
+    extra = list(callbacks or [])
     return Trainer(
         model,
         task=task,
@@ -127,13 +131,29 @@ def make_trainer(
         device=args.device,
         precision=args.precision,
         seed=args.seed,
-        callbacks=[EarlyStopping(patience=args.patience)] if args.patience else [],
+        callbacks=([EarlyStopping(patience=args.patience)] if args.patience else []) + extra,
         out_dir=args.out,
         progress=not args.no_progress,
         config=config,
         on_nonfinite=args.on_nonfinite,
         **options,
     )
+
+
+def tensorboard_callbacks(args: argparse.Namespace, data: ImageData) -> list[Callback]:
+    """With ``--tensorboard``: a :class:`cnnkit.deploy.tensorboard.TensorBoardLogger` into
+    ``RUN/tensorboard``, drawing 8 validation (or test) images; otherwise none."""
+    if not getattr(args, "tensorboard", False):
+        return []
+    import torch
+
+    from cnnkit.deploy.tensorboard import EVENTS_DIR, TensorBoardLogger
+
+    split = "valid" if data.splits.get("valid") is not None else "test"
+    sample = None
+    if data.splits.get(split) is not None:
+        sample, _ = next(iter(data.batches(split, 8, device=torch.device("cpu"), workers=0)))
+    return [TensorBoardLogger(Path(args.out) / EVENTS_DIR, sample=sample, meta=data.meta)]
 
 
 def report(args: argparse.Namespace, trainer: Trainer, data: ImageData, minutes: float) -> None:
@@ -195,7 +215,11 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
     )
     model_spec = task.model_spec(args.model, data.meta, options)
     trainer = make_trainer(
-        args, model, task, {**run_config(args, model_spec, data), **(extra_config or {})}
+        args,
+        model,
+        task,
+        {**run_config(args, model_spec, data), **(extra_config or {})},
+        callbacks=tensorboard_callbacks(args, data),
     )
     fmt = trainer.precision.memory_format
     from cnnkit.data.datasets import Augment

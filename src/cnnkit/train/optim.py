@@ -111,7 +111,7 @@ class TimeBudgetSchedule(torch.optim.lr_scheduler.LRScheduler):
         if self.started is None and self.last_epoch > 0:
             self.started = self.clock()
         factor = _schedule_factor(self.name, self.fraction(), self.warmup_fraction)
-        return [base * factor for base in self.base_lrs]
+        return [float(base) * factor for base in self.base_lrs]
 
     def state_dict(self) -> dict[str, Any]:
         return {"elapsed": self.elapsed(), "last_epoch": self.last_epoch}
