@@ -86,3 +86,29 @@ def test_native_bf16_is_what_the_cpu_flags_say():
     except OSError:
         pytest.skip("no /proc/cpuinfo on this system")
     assert cpu_has_native_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def test_a_time_budget_ends_training_on_time_with_the_schedule_run_out(fashion_mnist):
+    """The run stops at the logged step after the budget is spent, whatever --epochs says, with
+    the one-cycle schedule at its end; validation still runs on the last (partial) epoch."""
+    import time
+
+    from torch import nn
+
+    from cnnkit.data import TensorBatches
+    from cnnkit.train import Trainer
+
+    (x, y), (xv, yv), _ = fashion_mnist
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4), nn.Flatten(),
+                          nn.Linear(8 * 7 * 7, 10))  # fmt: skip
+    trainer = Trainer(model, lr=3e-3, time_budget=1.5, progress=False, device="cpu", log_every=5)
+    train = TensorBatches(x[:4096], y[:4096], 32, shuffle=True, mean=(0.286,), std=(0.353,))
+    valid = TensorBatches(xv[:500], yv[:500], 500, mean=(0.286,), std=(0.353,))
+    start = time.perf_counter()
+    history = trainer.fit(train, valid, epochs=1000)
+    assert time.perf_counter() - start < 1.5 + 2.0  # the budget, the last log window, validation
+    assert trainer.stop_reason is not None and trainer.stop_reason.startswith("time budget of 2 s")
+    assert len(history) < 1000 and "val_accuracy" in history[-1]
+    assert history[-1]["lr"] < 3e-3 / 100  # one-cycle over time has run to its end
+    assert history[-1]["val_accuracy"] > 0.5  # it learnt in the time it had

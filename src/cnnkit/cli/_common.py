@@ -55,6 +55,21 @@ def _positive_float(name: str) -> Any:
     return parse
 
 
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``5m``, ``1.5h`` → seconds (a positive number)."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration like 300, 90s, 5m or 1.5h, got {text!r}"
+        )
+    return seconds
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -103,6 +118,11 @@ def add_training_arguments(p: argparse.ArgumentParser, *, model_required: bool =
     )
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--schedule", choices=SCHEDULE_CHOICES, default="onecycle")
+    p.add_argument(
+        "--time-budget", type=parse_duration, default=None, metavar="DURATION",
+        help="train for this long (300, 90s, 5m): the schedule follows elapsed time and the run "
+        "stops on time, validated and tested; --epochs is then a maximum",
+    )  # fmt: skip
     p.add_argument(
         "--label-smoothing", type=float, default=0.0, help="classification: label smoothing"
     )

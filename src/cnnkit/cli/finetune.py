@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(
             f"--frozen-epochs: expected 0 to --epochs ({args.epochs}), got {args.frozen_epochs}"
         )
+    if args.time_budget is not None:
+        raise CLIError("--time-budget: not available for finetune's two phases; give --epochs")
     if args.batch_size == "auto":
         raise CLIError("--batch-size auto: not available for finetune; give an integer")
     crop_scale, fractions = _pair(args.crop_scale), _fractions(args.split)

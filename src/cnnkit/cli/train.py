@@ -128,6 +128,7 @@ def make_trainer(
         lr=args.lr,
         weight_decay=args.weight_decay,
         schedule=args.schedule,
+        time_budget=getattr(args, "time_budget", None),
         device=args.device,
         precision=args.precision,
         seed=args.seed,

@@ -55,7 +55,7 @@ from cnnkit.tasks import StreamingMetric, Task, get_task
 from cnnkit.train import distributed, rundir
 from cnnkit.train.callbacks import BestCheckpoint, Callback
 from cnnkit.train.checkpoint import load_checkpoint, save_checkpoint
-from cnnkit.train.optim import make_optimizer, make_schedule
+from cnnkit.train.optim import TimeBudgetSchedule, make_optimizer, make_schedule
 
 
 class Batches(Protocol):
@@ -122,6 +122,7 @@ class Trainer:
         weight_decay: float | None = None,
         momentum: float | None = None,
         schedule: str = "onecycle",
+        time_budget: float | None = None,
         grad_clip: float | None = None,
         device: str | torch.device | None = None,
         precision: str | None = None,
@@ -167,6 +168,9 @@ class Trainer:
             self.optimizer_options["momentum"] = momentum
         self.optimizer = self.configure_optimizer()
         self.schedule = schedule
+        # With a time budget (seconds) the schedule follows elapsed time and fit stops when it is
+        # spent (at the next logged step), whatever the epoch count says.
+        self.time_budget = time_budget
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.grad_clip = grad_clip
         self.callbacks = list(callbacks)
@@ -216,6 +220,7 @@ class Trainer:
                 "optimizer": self.optimizer_name,
                 **{k: v for k, v in self.optimizer.defaults.items() if isinstance(v, (int, float))},
                 "schedule": self.schedule,
+                "time_budget_s": self.time_budget,
                 "epochs": epochs,
                 "batch_size": batch_size,
                 "grad_clip": self.grad_clip,
@@ -292,7 +297,12 @@ class Trainer:
         """
         train = self._shard(train)
         steps_per_epoch = len(train)
-        if self.scheduler is None or self.planned_epochs != epochs:
+        if self.time_budget is not None and (
+            self.scheduler is None or self.planned_epochs != epochs
+        ):
+            self.scheduler = TimeBudgetSchedule(self.optimizer, self.schedule, self.time_budget)
+            self.planned_epochs = epochs
+        elif self.scheduler is None or self.planned_epochs != epochs:
             self.scheduler = make_schedule(
                 self.schedule,
                 self.optimizer,
@@ -389,9 +399,11 @@ class Trainer:
         assert scheduler is not None  # fit builds it
         metric = self.task.train_metrics()
         metric.reset()
-        # the loss summed over images (over the epoch, and since the last logged step), and images
-        loss_sums = torch.zeros(4, dtype=torch.float64, device=self.device)
-        totals = [0.0, 0.0, 0.0, 0.0]  # over every process, as of the last host sync
+        # the loss summed over images (over the epoch, and since the last logged step), images, and
+        # (the last entry) whether a process has spent the time budget
+        loss_sums = torch.zeros(5, dtype=torch.float64, device=self.device)
+        totals = [0.0, 0.0, 0.0, 0.0, 0.0]  # over every process, as of the last host sync
+        budget = scheduler if isinstance(scheduler, TimeBudgetSchedule) else None
         steps = len(train)
         start = time.perf_counter()
         bar = tqdm(
@@ -413,7 +425,7 @@ class Trainer:
                 self.optimizer.step()
                 scheduler.step()
                 n = x.shape[0]
-                loss_sums += torch.stack(
+                loss_sums[:4] += torch.stack(
                     [loss.detach().double() * n, loss.new_tensor(n).double()]
                 ).repeat(2)
                 metric.update(output, y)
@@ -424,7 +436,10 @@ class Trainer:
                     warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
                     scheduler.step()
             if step % self.log_every == 0 or step == steps:
-                # One host sync every few steps: the logged loss and the progress bar.
+                # One host sync every few steps: the logged loss, the progress bar, and the time
+                # budget (every process stops at the same step: the flag is summed over them).
+                if budget is not None:
+                    loss_sums[4] = float(budget.exhausted())
                 totals = self.reduce(loss_sums).tolist()
                 loss_sums[2:] = 0  # the window since this log
                 window = totals[2] / totals[3] if totals[3] else math.nan
@@ -441,6 +456,14 @@ class Trainer:
                     img_s=f"{rate:.0f}",
                 )
                 bar.update(step - bar.n)
+                if totals[4] > 0:
+                    assert budget is not None
+                    self.stop_training = True
+                    self.stop_reason = (
+                        f"time budget of {self._budget_text()} spent: stopped after {step} of "
+                        f"{steps} steps of epoch {epoch + 1}"
+                    )
+                    break
         bar.close()
         seconds = time.perf_counter() - start
         # The last step always syncs, so totals cover the whole epoch (every process's share).
@@ -453,6 +476,11 @@ class Trainer:
             "images_per_s": totals[1] / seconds,
             "seconds": seconds,
         }
+
+    def _budget_text(self) -> str:
+        assert self.time_budget is not None
+        minutes, seconds = divmod(round(self.time_budget), 60)
+        return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
     def _finite_step(self, loss: torch.Tensor, epoch: int, step: int) -> bool:
         """Clip the gradients (with ``grad_clip``) and check that the loss and the gradients' norm
