@@ -112,3 +112,12 @@ def test_a_time_budget_ends_training_on_time_with_the_schedule_run_out(fashion_m
     assert len(history) < 1000 and "val_accuracy" in history[-1]
     assert history[-1]["lr"] < 3e-3 / 100  # one-cycle over time has run to its end
     assert history[-1]["val_accuracy"] > 0.5  # it learnt in the time it had
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively():
+    from cnnkit.device import default_precision
+
+    cpu = torch.device("cpu")
+    assert default_precision(cpu, "auto").name == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert default_precision(cpu, None).name == "fp32"  # the Python API stays exact by default
+    assert default_precision(cpu, "bf16").name == "bf16"  # forced

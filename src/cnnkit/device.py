@@ -91,15 +91,21 @@ class Precision:
 
 
 def default_precision(device: torch.device, precision: str | None = None) -> Precision:
-    """The precision to use on ``device`` when the user did not say: bf16 on CUDA, else fp32.
+    """The precision to compute in on ``device``.
 
+    ``"auto"`` (the CLI's default) decides at run time: bf16 autocast on CUDA and on CPUs that compute
+    bf16 natively (:func:`cpu_has_native_bf16`: the notes' CNN trained 3.0x faster in bf16 than fp32 on
+    one core of an AMX Xeon, ``benchmarks/precision_speed.py``), fp32 elsewhere (on AVX2-only CPUs
+    bf16 is emulated and about 10x slower; MPS). ``None`` (the Python API's default) is bf16 on CUDA
+    and exact fp32 on every CPU, so library results do not depend on which CPU runs them.
     ``channels_last`` everywhere but MPS: oneDNN's CPU convolutions run the notes' Fashion-MNIST CNN
-    1.7x faster channels-last (284 vs 167 training images/s, 2-core AMD EPYC). On CPUs without
-    native bf16 (no AVX-512 BF16/AMX) bf16 autocast is slower than fp32, so the CPU default stays
-    fp32; ``--precision bf16`` still forces it.
+    1.7x faster channels-last (284 vs 167 training images/s, 2-core AMD EPYC).
     """
-    if precision is None or precision == "auto":
+    if precision is None:
         precision = "bf16" if device.type == "cuda" else "fp32"
+    elif precision == "auto":
+        native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+        precision = "bf16" if native else "fp32"
     return Precision(device=device, name=precision, channels_last=device.type != "mps")
 
 

@@ -247,10 +247,19 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
             f"--resume: {args.out} holds no checkpoint ({rundir.LAST}; no epoch had finished): "
             "starting the run from the beginning"
         )
+    budget = f"{args.epochs} epochs"
+    if args.time_budget is not None:
+        budget = f"a time budget of {args.time_budget:g} s (at most {args.epochs} epochs)"
+    why = ""
+    if args.precision == "auto" and trainer.device.type == "cpu":
+        native = trainer.precision.name == "bf16"
+        why = (
+            " (auto: this CPU computes bf16 natively)" if native else " (auto: no native bf16 here)"
+        )
     if trainer.dist.is_main:  # under torchrun, rank 0 alone speaks
         print(
             f"training {args.model} ({task.name}) on {data.name}: {len(data.train[0])} images, "
-            f"batch {batch_size}, {args.epochs} epochs, {trainer.device} {trainer.precision.name}"
+            f"batch {batch_size}, {budget}, {trainer.device} {trainer.precision.name}{why}"
             f"{' channels_last' if trainer.precision.channels_last else ''} -> {args.out}"
         )
     start = time.perf_counter()
