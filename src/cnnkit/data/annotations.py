@@ -83,6 +83,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from cnnkit.data.images import ImageDecodeError, image_size, read_image
 from cnnkit.io import atomic_write_bytes
 
 FORMATS = ("coco", "voc", "yolo", "via", "labelme")
@@ -308,16 +309,13 @@ def _polygon_mask(points: Sequence[float], height: int, width: int) -> torch.Ten
 
 
 def _image_size(path: Path, file: Path | str, where: str, name: str) -> tuple[int, int]:
-    """(width, height) from the image header (Pillow reads no pixels here)."""
+    """(width, height) from the image header, after its EXIF rotation (no pixel is decoded)."""
     if not path.is_file():
         raise AnnotationError(file, where, name, f"image file {path} not found")
     try:
-        with Image.open(path) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise AnnotationError(
-            file, where, name, f"{path} is not a readable image ({exc})"
-        ) from None
+        return image_size(path)  # after the EXIF rotation, as the image is decoded and annotated
+    except ImageDecodeError as exc:
+        raise AnnotationError(file, where, name, f"not a readable image ({exc})") from None
 
 
 def _load_json(path: Path) -> Any:
@@ -1478,17 +1476,14 @@ class AnnotatedDataset(Dataset):
 
         record = self.annotations.images[index]
         path = self.root / record.file_name
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert(self.mode))
-        if pixels.shape[:2] != (record.height, record.width):
+        tensor = read_image(path, self.mode)  # upright, 8 bits: cnnkit.data.images
+        if tuple(tensor.shape[1:]) != (record.height, record.width):
             raise AnnotationError(
                 path,
                 f"image {record.file_name}",
                 "width/height",
-                f"the image is {pixels.shape[1]}x{pixels.shape[0]}, the annotations say {record.width}x{record.height}",
+                f"the image is {tensor.shape[2]}x{tensor.shape[1]}, the annotations say {record.width}x{record.height}",
             )
-        tensor = torch.from_numpy(pixels.copy())
-        tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
         target: dict[str, Any] = {
             "boxes": tv_tensors.BoundingBoxes(
                 record.boxes.clone(), format="XYXY", canvas_size=(record.height, record.width)
