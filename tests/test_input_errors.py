@@ -235,3 +235,48 @@ def test_stratified_split_names_the_class_too_small_for_the_valid_split():
         SplitError, match=r"class 'b' has 1 image, too few to give the valid split one and keep one"
     ):
         stratified_split(labels, (0.8, 0.2, 0.0), class_names=["a", "b"])
+
+
+# ---- safe loading -------------------------------------------------------------------------------
+
+
+class _WritesAFile:
+    """A pickle whose unpickling, without ``weights_only``, would write ``target``."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.write_text, (Path(self.target), "unpickled code ran"))
+
+
+def test_a_pth_whose_unpickling_writes_a_file_is_refused_and_writes_nothing(tmp_path):
+    from cnnkit.pretrained.weights import read_state_dict
+
+    target = tmp_path / "written-by-the-pickle.txt"
+    torch.save({"weight": torch.zeros(1), "payload": _WritesAFile(target)}, tmp_path / "evil.pth")
+    with pytest.raises(ValueError, match=r"evil\.pth: cannot be read .* weights_only=True"):
+        read_state_dict(tmp_path / "evil.pth")
+    assert not target.exists()
+
+
+def test_no_code_path_extracts_archives():
+    """Archives would need path-traversal and link checks (tarfile's ``filter="data"``); cnnkit
+    extracts none today (IDX files are gunzipped in memory). Adding an extraction must add those
+    checks and their tests, and change this test."""
+    from pathlib import Path
+
+    import cnnkit
+
+    sources = Path(cnnkit.__file__).parent.rglob("*.py")
+    extracting = [
+        str(p)
+        for p in sources
+        if any(
+            w in p.read_text()
+            for w in ("extractall", "tarfile", "zipfile", "shutil.unpack_archive")
+        )
+    ]
+    assert extracting == []

@@ -258,7 +258,8 @@ def _check_box(
 ) -> list[float]:
     """``box`` (xyxy, float64) as float32 values, or an error if empty or outside the image. An
     overshoot of at most ``tolerance`` pixels is the file's rounding and is clipped to the edge."""
-    x1, y1, x2, y2 = (float(np.float32(v)) for v in box)
+    with np.errstate(over="ignore"):  # a number past float32's range becomes inf: refused below
+        x1, y1, x2, y2 = (float(np.float32(v)) for v in box)
     shown = "[" + ", ".join(f"{v:g}" for v in (x1, y1, x2, y2)) + "] (x1, y1, x2, y2)"
     if not all(np.isfinite([x1, y1, x2, y2])):
         raise AnnotationError(file, where, name, f"box {shown} is not finite")
@@ -490,9 +491,16 @@ def _read_coco(
                 raise AnnotationError(
                     path, where, "iscrowd", f"found {_describe(crowd)}, expected 0 or 1"
                 )
-            mask = _coco_segmentation(
-                record.get("segmentation"), image.height, image.width, path, where
-            )
+            try:
+                mask = _coco_segmentation(
+                    record.get("segmentation"), image.height, image.width, path, where
+                )
+            except AnnotationError:
+                raise
+            except (ValueError, TypeError, OverflowError) as exc:  # pycocotools on bad RLE
+                raise AnnotationError(
+                    path, where, "segmentation", f"not valid polygons or RLE ({exc})"
+                ) from None
             objects[iid].append((box, label_of[cid], bool(crowd), mask))
         except AnnotationError as error:
             issues.report(error)
@@ -725,7 +733,9 @@ def _read_yolo(path: Path, issues: _Issues, check_images: bool) -> Annotations:
     folders: list[Path] = []
     for key in ("train", "val", "test"):
         value = data.get(key)
-        for entry in [value] if isinstance(value, str) else value or []:
+        for entry in (
+            [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        ):
             if isinstance(entry, str) and (base / entry).is_dir() and (base / entry) not in folders:
                 folders.append(base / entry)
     folders = folders or [base / IMAGES_FOLDER]
@@ -868,12 +878,23 @@ def _read_via(
         else data
     )
     declared = _nested(data, "_via_attributes", "region") or {}
+    if not isinstance(declared, dict):
+        raise AnnotationError(
+            path, "_via_attributes", "region", f"found {_describe(declared)}, expected an object"
+        )
     attribute = class_attribute or next(iter(declared), None)
     classes, fixed, source = [], False, ""
     options = _nested(declared, attribute or "", "options")
     if classes_arg is not None:
         classes, fixed, source = list(classes_arg), True, "the classes argument"
     elif options:
+        if not isinstance(options, dict | list) or not all(isinstance(o, str) for o in options):
+            raise AnnotationError(
+                path,
+                f"_via_attributes.region.{attribute}",
+                "options",
+                f"found {_describe(options)}, expected class names",
+            )
         classes, fixed = list(options), True
         source = f"_via_attributes.region.{attribute}.options"
     root = image_root
