@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -140,8 +140,10 @@ def test_idx_parser_raises_only_idxerror_naming_the_file(workdir, data):
     try:
         tensor = read_idx(path)
     except IDXError as error:
+        event("IDXError")
         _names_the_file(error, workdir)
     else:
+        event("read")
         assert tensor.numel() * tensor.element_size() <= len(data) + 1024  # no invented data
 
 
@@ -189,8 +191,10 @@ def test_image_decoder_raises_only_imagedecodeerror_naming_the_file(workdir, dat
     try:
         image = read_image(path, mode)
     except ImageDecodeError as error:
+        event("ImageDecodeError")
         _names_the_file(error, workdir)
     else:
+        event("decoded")
         assert image.ndim == 3 and image.shape[0] == (3 if mode == "RGB" else 1)
 
 
@@ -294,8 +298,10 @@ def _read(folder: Path, fmt: str, skip_invalid: bool, **options: Any) -> None:
     try:
         result = read_annotations(folder, fmt, skip_invalid=skip_invalid, **options)
     except AnnotationError as error:
+        event("AnnotationError")  # --hypothesis-show-statistics shows the share of each outcome
         _names_the_file(error, folder)
     else:
+        event("read")
         assert all(len(image.boxes) == len(image.labels) for image in result.images)
 
 

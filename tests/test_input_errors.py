@@ -110,6 +110,15 @@ def test_an_absent_device_is_one_line_before_any_data_loads(
     assert not (tmp_path / "run").exists()
 
 
+def test_evaluate_checks_its_device_before_reading_the_run(no_accelerators, tmp_path, capsys):
+    code, err = _run(["evaluate", str(tmp_path / "no-run"), "--device", "cuda"], capsys)
+    assert code == 2
+    assert (
+        err
+        == "cnnkit evaluate: error: device 'cuda': this machine has no CUDA GPU; use cpu or auto\n"
+    )
+
+
 # ---- models and input sizes ---------------------------------------------------------------------
 
 
