@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
+from PIL import Image
 from sklearn.datasets import load_sample_image
 
 import cnnkit.models
@@ -340,9 +341,27 @@ def test_cli_predict_model_prints_the_notes_table_and_reports_bad_files(tmp_path
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
     argv = ["predict", "--model", "efficientnet_lite0", str(chelsea), str(tmp_path / "broken.jpg")]
     assert main([*argv, "--top", "2", "--crop", "pad"]) == 1  # one file failed, the other ran
-    lines = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
     assert lines[0] == str(chelsea)
     assert lines[1].startswith("  n02124075 - Egyptian cat ") and lines[1].endswith("%")
-    assert len(lines) == 4 and lines[3].startswith(
-        f"error: {tmp_path / 'broken.jpg'}: not a decodable"
-    )
+    assert len(lines) == 3  # the error is on stderr, not among the results
+    assert captured.err.startswith(f"error: {tmp_path / 'broken.jpg'}: not a decodable")
+
+
+@pytest.mark.parametrize("crop", ["center", "pad", "stretch"])
+def test_cli_predict_model_gives_every_image_its_own_result_or_error(tmp_path, capsys, crop):
+    """A 1x1 and a 1x500 image (whose centre crop, int(0.875 * 1) = 0 pixels, used to raise and
+    drop the images after it) get a result; a missing file gets an error; the others go on."""
+    from cnnkit.cli import main
+
+    Image.new("RGB", (1, 1), (200, 30, 30)).save(tmp_path / "dot.png")
+    Image.new("RGB", (500, 1), (30, 200, 30)).save(tmp_path / "line.png")
+    Image.new("RGB", (32, 32), (30, 30, 200)).save(tmp_path / "square.png")
+    names = ["dot.png", "missing.png", "line.png", "square.png"]
+    argv = ["predict", "--model", "efficientnet_lite0", *(str(tmp_path / n) for n in names)]
+    assert main([*argv, "--top", "1", "--crop", crop]) == 1  # one image failed
+    captured = capsys.readouterr()
+    results = [line for line in captured.out.splitlines() if not line.startswith("  ")]
+    assert results == [str(tmp_path / n) for n in ("dot.png", "line.png", "square.png")]
+    assert captured.err == f"error: {tmp_path / 'missing.png'}: no such file\n"

@@ -20,8 +20,10 @@ def register(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cnnkit.cli._common import load_run
     from cnnkit.data.datasets import load_data_from_meta
+    from cnnkit.device import pick_device
     from cnnkit.train import Trainer
 
+    pick_device(args.device)  # a bad --device fails before the run and its data load
     _, _, model, task, meta = load_run(args.run, args.checkpoint)
     data = load_data_from_meta(meta, workers=args.workers)
     trainer = Trainer(model, task=task, device=args.device, progress=False)

@@ -16,11 +16,17 @@ phase), ``cnnkit evaluate`` and ``cnnkit predict`` work on it.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
 from cnnkit.cli import CLIError
-from cnnkit.cli._common import add_training_arguments, default_run_dir, task_from_args
+from cnnkit.cli._common import (
+    _positive_float,
+    add_training_arguments,
+    default_run_dir,
+    task_from_args,
+)
 
 
 def register(p: argparse.ArgumentParser) -> None:
@@ -29,7 +35,10 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, help="checkpoint file (default: the registered one)")
     p.add_argument("--frozen-epochs", type=int, default=5, help="phase 1: the head alone")
     p.add_argument(
-        "--lr-factor", type=float, default=0.1, help="phase 2 learning rate = lr * lr-factor"
+        "--lr-factor",
+        type=_positive_float("--lr-factor"),
+        default=0.1,
+        help="phase 2 learning rate = lr * lr-factor",
     )
     p.add_argument(
         "--split", default="0.75,0.15,0.10", help="image files: train,valid,test fractions"
@@ -40,7 +49,7 @@ def register(p: argparse.ArgumentParser) -> None:
         default="0.5,1.0",
         help="random resized crop's area range (min,max); 1,1 turns cropping off",
     )
-    p.add_argument("--jitter", type=float, default=0.2, help="colour jitter strength (0: none)")
+    p.add_argument("--jitter", type=_jitter, default=0.2, help="colour jitter strength (0: none)")
     p.add_argument(
         "--bn-stats",
         action="store_true",
@@ -49,13 +58,25 @@ def register(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run, lr=1e-3, batch_size="32", patience=3, epochs=10)
 
 
+def _jitter(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < math.inf:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
 def _fractions(text: str) -> tuple[float, float, float]:
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if len(values) != 3:
-        raise CLIError(f"--split: expected three fractions like 0.75,0.15,0.10, got {text!r}")
+    if len(values) != 3 or not all(0 <= v <= 1 for v in values) or abs(sum(values) - 1) > 1e-6:
+        raise CLIError(
+            f"--split: expected three fractions >= 0 summing to 1 like 0.75,0.15,0.10, got {text!r}"
+        )
     return values
 
 
@@ -75,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
 
     from cnnkit.cli.train import make_trainer, report, run_config, tensorboard_callbacks
     from cnnkit.data.datasets import Augment, load_data
+    from cnnkit.data.folder import SplitError
+    from cnnkit.device import pick_device
     from cnnkit.models import model_info
     from cnnkit.pretrained import list_weights, load
     from cnnkit.train import seed_everything
@@ -92,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.time_budget is not None:
         raise CLIError("--time-budget: not available for finetune's two phases; give --epochs")
+    pick_device(args.device)  # a bad --device fails before any weights or data load
     if args.batch_size == "auto":
         raise CLIError("--batch-size auto: not available for finetune; give an integer")
     crop_scale, fractions = _pair(args.crop_scale), _fractions(args.split)
@@ -100,18 +124,21 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     pretrained = load(args.model, weights=args.weights)
     pre = pretrained.preprocess
-    data = load_data(
-        args.data,
-        root=args.data_root,
-        channels=3,
-        image_size=args.image_size or pre.size,
-        mean=pre.mean_01,
-        std=pre.std_01,
-        crop_pct=pre.crop_pct,
-        fractions=fractions,
-        seed=args.seed,
-        workers=args.workers,
-    ).limit("train", args.train_limit)
+    try:
+        data = load_data(
+            args.data,
+            root=args.data_root,
+            channels=3,
+            image_size=args.image_size or pre.size,
+            mean=pre.mean_01,
+            std=pre.std_01,
+            crop_pct=pre.crop_pct,
+            fractions=fractions,
+            seed=args.seed,
+            workers=args.workers,
+        ).limit("train", args.train_limit)
+    except SplitError as exc:
+        raise CLIError(f"--split {args.split}: {exc}") from None
     if is_main_process():  # under torchrun, rank 0 alone speaks
         counts = {k: len(v[1]) for k, v in data.splits.items() if v is not None}
         print(f"{data.name}: {len(data.class_names)} classes, split {counts} -> {args.out}")

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torchvision.transforms.v2.functional as TF
-from PIL import Image
 
 from cnnkit.cli import CLIError
+from cnnkit.data import images
 
 if TYPE_CHECKING:
     from cnnkit.data.datasets import DataMeta
@@ -61,22 +61,10 @@ def register(p: argparse.ArgumentParser) -> None:
 
 
 def read_image(path: str | Path, channels: int) -> torch.Tensor:
-    """Decode an image file to uint8 (C, H, W) with ``channels`` 1 (grey) or 3 (RGB).
-
-    Pillow rather than ``torchvision.io``: torchvision 0.29 deprecates its decoders, and Pillow
-    reads more formats (BMP, TIFF) and converts any colour mode (palette, grey+alpha, RGBA, CMYK).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        with Image.open(path) as opened:
-            image = opened.convert("L" if channels == 1 else "RGB")
-    except (OSError, ValueError, Image.DecompressionBombError):
-        raise ValueError(
-            f"{path}: not a decodable image (PNG, JPEG, GIF, WebP, BMP or TIFF expected)"
-        ) from None
-    return TF.pil_to_tensor(image)
+    """Decode an image file to uint8 (C, H, W) with ``channels`` 1 (grey) or 3 (RGB), through
+    cnnkit's one decoder (:func:`cnnkit.data.images.read_image`: EXIF orientation applied, 16-bit
+    samples scaled, a size limit against decompression bombs)."""
+    return images.read_image(path, images.mode_for_channels(channels))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,15 +103,13 @@ def predict_files(
     for path in paths:
         try:
             image = read_image(path, meta.channels)
-            x = meta.preprocess(
-                255 - image if args.invert else image
-            )  # the run's own preprocessing
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            x = meta.preprocess(255 - image if args.invert else image)  # the run's own
+            with torch.no_grad():
+                decoded = task.decode(model(x.unsqueeze(0)))[0]
+        except (OSError, ValueError, RuntimeError) as exc:  # this image only; the others go on
+            print(f"error: {_named(path, exc)}", file=sys.stderr)
             failures += 1
             continue
-        with torch.no_grad():
-            decoded = task.decode(model(x.unsqueeze(0)))[0]
         print(path)
         for line in task.format_prediction(decoded, meta.class_names, args.top):
             print(f"  {line}")
@@ -164,12 +150,18 @@ def run_pretrained(args: argparse.Namespace, paths: list[str]) -> int:
     for path in paths:
         try:
             x = pretrained.preprocess(TF.to_pil_image(read_image(path, 3)))
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"error: {exc}")
+            probs = pretrained.predict(x.unsqueeze(0))
+        except (OSError, ValueError, RuntimeError) as exc:  # this image only; the others go on
+            print(f"error: {_named(path, exc)}", file=sys.stderr)
             failures += 1
             continue
-        probs = pretrained.predict(x.unsqueeze(0))
         print(path)
         for line in format_predictions(pretrained.decode(probs, top=args.top)[0]):
             print(f"  {line}")
     return 1 if failures else 0
+
+
+def _named(path: str, exc: Exception) -> str:
+    """The error's message, prefixed with the image's path unless it already starts with it."""
+    message = str(exc)
+    return message if message.startswith(str(path)) else f"{path}: {message}"

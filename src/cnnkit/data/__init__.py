@@ -19,6 +19,7 @@ from cnnkit.data.fashion_mnist import (
     load_fashion_mnist,
 )
 from cnnkit.data.idx import IDXError, read_idx, write_idx
+from cnnkit.data.images import ImageDecodeError, ImageTooLargeError, image_size, read_image
 from cnnkit.data.samples import load_sample_images
 from cnnkit.data.scenes import Scenes, make_scenes
 
@@ -38,6 +39,10 @@ __all__ = [
     "load_dataset",
     "FASHION_MNIST_CLASSES",
     "IDXError",
+    "ImageDecodeError",
+    "ImageTooLargeError",
+    "image_size",
+    "read_image",
     "TensorBatches",
     "download_fashion_mnist",
     "load_fashion_mnist",

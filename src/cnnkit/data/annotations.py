@@ -83,6 +83,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from cnnkit.data.images import ImageDecodeError, image_size, read_image
 from cnnkit.io import atomic_write_bytes
 
 FORMATS = ("coco", "voc", "yolo", "via", "labelme")
@@ -257,7 +258,8 @@ def _check_box(
 ) -> list[float]:
     """``box`` (xyxy, float64) as float32 values, or an error if empty or outside the image. An
     overshoot of at most ``tolerance`` pixels is the file's rounding and is clipped to the edge."""
-    x1, y1, x2, y2 = (float(np.float32(v)) for v in box)
+    with np.errstate(over="ignore"):  # a number past float32's range becomes inf: refused below
+        x1, y1, x2, y2 = (float(np.float32(v)) for v in box)
     shown = "[" + ", ".join(f"{v:g}" for v in (x1, y1, x2, y2)) + "] (x1, y1, x2, y2)"
     if not all(np.isfinite([x1, y1, x2, y2])):
         raise AnnotationError(file, where, name, f"box {shown} is not finite")
@@ -308,16 +310,13 @@ def _polygon_mask(points: Sequence[float], height: int, width: int) -> torch.Ten
 
 
 def _image_size(path: Path, file: Path | str, where: str, name: str) -> tuple[int, int]:
-    """(width, height) from the image header (Pillow reads no pixels here)."""
+    """(width, height) from the image header, after its EXIF rotation (no pixel is decoded)."""
     if not path.is_file():
         raise AnnotationError(file, where, name, f"image file {path} not found")
     try:
-        with Image.open(path) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise AnnotationError(
-            file, where, name, f"{path} is not a readable image ({exc})"
-        ) from None
+        return image_size(path)  # after the EXIF rotation, as the image is decoded and annotated
+    except ImageDecodeError as exc:
+        raise AnnotationError(file, where, name, f"not a readable image ({exc})") from None
 
 
 def _load_json(path: Path) -> Any:
@@ -492,9 +491,16 @@ def _read_coco(
                 raise AnnotationError(
                     path, where, "iscrowd", f"found {_describe(crowd)}, expected 0 or 1"
                 )
-            mask = _coco_segmentation(
-                record.get("segmentation"), image.height, image.width, path, where
-            )
+            try:
+                mask = _coco_segmentation(
+                    record.get("segmentation"), image.height, image.width, path, where
+                )
+            except AnnotationError:
+                raise
+            except (ValueError, TypeError, OverflowError) as exc:  # pycocotools on bad RLE
+                raise AnnotationError(
+                    path, where, "segmentation", f"not valid polygons or RLE ({exc})"
+                ) from None
             objects[iid].append((box, label_of[cid], bool(crowd), mask))
         except AnnotationError as error:
             issues.report(error)
@@ -727,7 +733,9 @@ def _read_yolo(path: Path, issues: _Issues, check_images: bool) -> Annotations:
     folders: list[Path] = []
     for key in ("train", "val", "test"):
         value = data.get(key)
-        for entry in [value] if isinstance(value, str) else value or []:
+        for entry in (
+            [value] if isinstance(value, str) else value if isinstance(value, list) else []
+        ):
             if isinstance(entry, str) and (base / entry).is_dir() and (base / entry) not in folders:
                 folders.append(base / entry)
     folders = folders or [base / IMAGES_FOLDER]
@@ -870,12 +878,23 @@ def _read_via(
         else data
     )
     declared = _nested(data, "_via_attributes", "region") or {}
+    if not isinstance(declared, dict):
+        raise AnnotationError(
+            path, "_via_attributes", "region", f"found {_describe(declared)}, expected an object"
+        )
     attribute = class_attribute or next(iter(declared), None)
     classes, fixed, source = [], False, ""
     options = _nested(declared, attribute or "", "options")
     if classes_arg is not None:
         classes, fixed, source = list(classes_arg), True, "the classes argument"
     elif options:
+        if not isinstance(options, dict | list) or not all(isinstance(o, str) for o in options):
+            raise AnnotationError(
+                path,
+                f"_via_attributes.region.{attribute}",
+                "options",
+                f"found {_describe(options)}, expected class names",
+            )
         classes, fixed = list(options), True
         source = f"_via_attributes.region.{attribute}.options"
     root = image_root
@@ -1478,17 +1497,14 @@ class AnnotatedDataset(Dataset):
 
         record = self.annotations.images[index]
         path = self.root / record.file_name
-        with Image.open(path) as image:
-            pixels = np.asarray(image.convert(self.mode))
-        if pixels.shape[:2] != (record.height, record.width):
+        tensor = read_image(path, self.mode)  # upright, 8 bits: cnnkit.data.images
+        if tuple(tensor.shape[1:]) != (record.height, record.width):
             raise AnnotationError(
                 path,
                 f"image {record.file_name}",
                 "width/height",
-                f"the image is {pixels.shape[1]}x{pixels.shape[0]}, the annotations say {record.width}x{record.height}",
+                f"the image is {tensor.shape[2]}x{tensor.shape[1]}, the annotations say {record.width}x{record.height}",
             )
-        tensor = torch.from_numpy(pixels.copy())
-        tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1)
         target: dict[str, Any] = {
             "boxes": tv_tensors.BoundingBoxes(
                 record.boxes.clone(), format="XYXY", canvas_size=(record.height, record.width)

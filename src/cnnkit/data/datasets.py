@@ -297,7 +297,13 @@ def _image_files(
     seed: int = 0,
     workers: int = 2,
 ) -> ImageData:
-    from cnnkit.data.folder import SPLIT_FRACTIONS, decode_images, find_images, stratified_split
+    from cnnkit.data.folder import (
+        SPLIT_FRACTIONS,
+        SplitError,
+        decode_images,
+        find_images,
+        stratified_split,
+    )
 
     fractions = tuple(fractions or SPLIT_FRACTIONS)
     images = find_images(root)
@@ -308,7 +314,11 @@ def _image_files(
         )
     size = image_size or 224
     channels = channels or 3
-    indices = dict(zip(SPLITS, stratified_split(images.labels, fractions, seed), strict=True))
+    try:
+        parts = stratified_split(images.labels, fractions, seed, images.classes)
+    except SplitError as exc:
+        raise SplitError(f"{root}: train/valid/test fractions {fractions}: {exc}") from None
+    indices = dict(zip(SPLITS, parts, strict=True))
     pixels = decode_images(images.paths, round(size / crop_pct), threads=max(1, workers))
     if channels != 3:
         pixels = [match_channels(p, channels) for p in pixels]

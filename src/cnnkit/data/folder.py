@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,10 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
+
+from cnnkit.data.images import read_image
 
 if TYPE_CHECKING:
     from cnnkit.data.datasets import DataMeta
@@ -136,37 +138,91 @@ def find_images(source: str | os.PathLike) -> ImageList:
 # ---- Splitting --------------------------------------------------------------------------------
 
 
+class SplitError(ValueError):
+    """Too few images for a stratified split at the asked fractions; the message names the class."""
+
+
+def _check_cut(
+    labels: np.ndarray, fraction: float, cut: str, class_names: Sequence[str], first: bool
+) -> None:
+    """Refuse, naming the class, a cut that ``train_test_split(stratify=...)`` would refuse with
+    a message naming no class. Its rules (``StratifiedShuffleSplit``): every class at least 2
+    members; both parts, ``ceil(fraction * n)`` and the rest, at least one image per class."""
+    classes, counts = np.unique(labels, return_counts=True)
+    fewest = int(np.argmin(counts))
+    name, count = class_names[int(classes[fewest])], int(counts[fewest])
+    images = f"{count} image{'s' if count != 1 else ''}"
+    where = "" if first else " left after the test split"
+    n_cut = math.ceil(fraction * len(labels))  # as scikit-learn rounds it
+    n_rest = len(labels) - n_cut
+    rest = "the train and valid splits get" if cut == "test" else "the train split gets"
+    if count < 2:
+        problem = (
+            f"class {name!r} has {images}{where}, too few to give the {cut} split one and keep "
+            "one (at least 2 needed)"
+        )
+    elif n_cut < len(classes):
+        problem = (
+            f"the {cut} split gets {n_cut} of {len(labels)} images{where}, fewer than the "
+            f"{len(classes)} classes (class {name!r} has {images}{where})"
+        )
+    elif n_rest < len(classes):
+        problem = (
+            f"{rest} {n_rest} of {len(labels)} images{where}, fewer than the "
+            f"{len(classes)} classes (class {name!r} has {images}{where})"
+        )
+    else:
+        return
+    raise SplitError(
+        f"{problem}: a stratified split needs at least 2 images of each class and splits of at "
+        f"least one image per class; add images to class {name!r} or change the fractions"
+    )
+
+
 def stratified_split(
-    labels: Sequence[int], fractions: Sequence[float] = SPLIT_FRACTIONS, seed: int = 0
+    labels: Sequence[int],
+    fractions: Sequence[float] = SPLIT_FRACTIONS,
+    seed: int = 0,
+    class_names: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Indices of a seeded, stratified train / valid / test split (fractions summing to 1).
 
     A zero fraction gives an empty split. scikit-learn rounds each split's size to whole images and
     allocates them over the classes in proportion, so 100 images of each of 10 classes split
-    75/15/10 give exactly 75, 15 and 10 per class.
+    75/15/10 give exactly 75, 15 and 10 per class. Too few images for the fractions raise
+    :class:`SplitError` naming the class (``class_names``, default the label numbers).
     """
     from sklearn.model_selection import train_test_split
 
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+    if (
+        len(fractions) != 3
+        or not all(f >= 0 for f in fractions)
+        or not abs(sum(fractions) - 1) <= 1e-6
+    ):  # nan fails
         raise ValueError(
             f"fractions={tuple(fractions)}; expected (train, valid, test) >= 0 summing to 1"
         )
     label_array = np.asarray(labels)
+    names = (
+        list(class_names)
+        if class_names is not None
+        else [str(i) for i in range(max(labels, default=-1) + 1)]
+    )
     indices = np.arange(len(label_array))
     train_frac, valid_frac, test_frac = fractions
     empty = np.array([], dtype=np.int64)
     rest, test = indices, empty
     if test_frac > 0:
+        _check_cut(label_array, test_frac, "test", names, first=True)
         rest, test = train_test_split(
             indices, test_size=test_frac, stratify=label_array, random_state=seed
         )
     train, valid = rest, empty
     if valid_frac > 0:
+        valid_share = valid_frac / (train_frac + valid_frac)
+        _check_cut(label_array[rest], valid_share, "valid", names, first=test_frac == 0)
         train, valid = train_test_split(
-            rest,
-            test_size=valid_frac / (train_frac + valid_frac),
-            stratify=label_array[rest],
-            random_state=seed,
+            rest, test_size=valid_share, stratify=label_array[rest], random_state=seed
         )
     return np.sort(train), np.sort(valid), np.sort(test)
 
@@ -175,11 +231,10 @@ def stratified_split(
 
 
 def decode_image(path: str | os.PathLike, shorter_side: int) -> torch.Tensor:
-    """A file as a 3×H×W uint8 tensor whose shorter side is ``shorter_side`` (aspect kept)."""
-    with Image.open(path) as image:
-        # JPEG can decode at 1/2, 1/4, 1/8 scale directly, much faster than decoding then resizing.
-        image.draft("RGB", (shorter_side, shorter_side))
-        pixels = TF.pil_to_tensor(image.convert("RGB"))
+    """A file as a 3×H×W uint8 tensor whose shorter side is ``shorter_side`` (aspect kept), decoded
+    by :func:`cnnkit.data.images.read_image` (upright, 8 bits, RGB; JPEGs drafted at a reduced
+    scale, much faster than decoding then resizing)."""
+    pixels = read_image(path, "RGB", draft=shorter_side)
     return TF.resize(pixels, shorter_side, antialias=True)
 
 
@@ -189,8 +244,8 @@ def decode_images(paths: Sequence[Path], shorter_side: int, threads: int = 2) ->
     def one(path: Path) -> torch.Tensor | str:
         try:
             return decode_image(path, shorter_side)
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            return f"{path}: {exc}"
+        except (OSError, ValueError) as exc:  # ImageDecodeError's message starts with the path
+            return str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
         results = list(pool.map(one, paths))

@@ -11,6 +11,7 @@ sizes, then the items in C order, big-endian.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
@@ -77,7 +78,7 @@ def read_idx(
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     np_dtype, torch_dtype = _DTYPES[code]
     itemsize = np.dtype(np_dtype).itemsize
-    expected_len = header_len + int(np.prod(shape, dtype=np.int64)) * itemsize
+    expected_len = header_len + math.prod(shape) * itemsize  # Python ints: no int64 overflow
     if len(data) != expected_len:
         what = "truncated" if len(data) < expected_len else "has trailing bytes"
         raise IDXError(
@@ -92,7 +93,10 @@ def read_idx(
         raise IDXError(f"{path}: {shape[0]} items, expected {expect_count}")
     if expect_item_shape is not None and shape[1:] != expect_item_shape:
         raise IDXError(f"{path}: items of shape {shape[1:]}, expected {expect_item_shape}")
-    array = np.frombuffer(data, dtype=np_dtype, offset=header_len).reshape(shape)
+    try:
+        array = np.frombuffer(data, dtype=np_dtype, offset=header_len).reshape(shape)
+    except ValueError as exc:  # an empty array whose other sizes overflow numpy's index type
+        raise IDXError(f"{path}: shape {shape} cannot be held in memory ({exc})") from None
     return torch.from_numpy(array.astype(array.dtype.newbyteorder("="), copy=True))
 
 

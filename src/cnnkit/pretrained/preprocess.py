@@ -86,7 +86,7 @@ class Preprocess:
         height, width = pixels.shape[-2:]
         mode = _INTERPOLATIONS[self.interpolation]
         if self.crop == "center":
-            side = int(self.crop_pct * min(height, width))
+            side = max(1, int(self.crop_pct * min(height, width)))  # a 1-pixel side stays 1
             top, left = (height - side + 1) // 2, (width - side + 1) // 2
             pixels = TF.crop(pixels, top, left, side, side)
             return TF.resize(pixels, [self.size, self.size], mode, antialias=True)

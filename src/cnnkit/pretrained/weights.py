@@ -169,6 +169,11 @@ def locate(weights: Weights, download_missing: bool = True) -> Path:
     return io.download(weights.url, cached, weights.sha256)
 
 
+def _is_safetensors(head: bytes) -> bool:
+    """A safetensors file starts with its JSON header's length (little-endian uint64), then ``{``."""
+    return len(head) > 8 and head[8:9] == b"{"
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file, without running pickled code.
 
@@ -178,10 +183,22 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if path.suffix == ".safetensors" or _is_safetensors(head):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
+        found = "an empty file" if not head else f"a file starting with {head[:8]!r}"
+        raise ValueError(
+            f"{path}: not a weights file: expected a .safetensors file or a PyTorch .pt/.pth "
+            f"checkpoint (a zip archive or a pickle), found {found}"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # an unpickling error or a corrupt/truncated file
