@@ -34,27 +34,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
+from cnnkit.detection.metrics import COCO_SUMMARY_KEYS
 from cnnkit.tasks.base import Reduce, StreamingMetric, SumMetric, Task, _identity, ratio
 from cnnkit.tasks.registry import register_task
 
 if TYPE_CHECKING:
     from cnnkit.data.datasets import DataMeta, ImageData
 
-#: the COCO summary keys and the VOC 11-point mAP at IoU 0.5, as the evaluation reports them
-DETECTION_KEYS = (
-    "map",
-    "map_50",
-    "map_75",
-    "map_small",
-    "map_medium",
-    "map_large",
-    "mar_1",
-    "mar_10",
-    "mar_100",
-    "mar_small",
-    "mar_medium",
-    "mar_large",
-)
+#: the COCO summary keys (pycocotools' order), as the evaluation reports them
+DETECTION_KEYS = COCO_SUMMARY_KEYS
 #: how many test scenes ``report`` draws with their detections
 DRAWN_SCENES = 8
 
