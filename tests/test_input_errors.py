@@ -289,3 +289,19 @@ def test_no_code_path_extracts_archives():
         )
     ]
     assert extracting == []
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--weight-decay", "nan"), ("--label-smoothing", "nan"), ("--label-smoothing", "1.5")],
+)
+def test_a_non_finite_or_out_of_range_fraction_names_its_option(option, value, capsys):
+    from cnnkit.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--model", "fashion_cnn", option, value, "--out", "never-made"])
+    assert info.value.code == 2
+    assert (
+        f"argument {option}: expected a number from 0 up to 1, got '{value}'"
+        in capsys.readouterr().err
+    )

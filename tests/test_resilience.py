@@ -163,6 +163,38 @@ def test_a_dataloader_with_its_own_generator_resumes_exactly(tmp_path):
     assert_same_run(straight, resumed)
 
 
+class _Jittered(torch.utils.data.Dataset):
+    """Random augmentation inside the DataLoader's workers: noise from the worker's own RNG."""
+
+    def __init__(self) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(N, 1, 28, 28, generator=g)
+        self.y = torch.randint(0, 10, (N,), generator=g)
+
+    def __len__(self) -> int:
+        return N
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[i] + 0.1 * torch.rand(1, 28, 28), self.y[i]
+
+
+def test_worker_processes_with_random_augmentation_resume_exactly(tmp_path):
+    """cnnkit.data.folder.loader with 2 workers: the workers are started each epoch from the
+    loader's generator (reseeded by the trainer), so the noise they draw repeats on --resume."""
+    from cnnkit.data.folder import loader
+
+    def make():
+        return loader(_Jittered(), BATCH, shuffle=True, workers=2, prefetch=2, seed=0)
+
+    straight = trainer(tmp_path / "a")
+    straight.fit(make(), epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        trainer(tmp_path / "b", Net("interrupt", fault_at=12)).fit(make(), epochs=2)
+    resumed = trainer(tmp_path / "b")
+    resumed.fit(make(), epochs=2, resume=True)
+    assert_same_run(straight, resumed)
+
+
 def test_early_stopping_resumes_with_the_epochs_it_had_waited(tmp_path):
     """lr 1e-9: nothing is learnt, so val_loss never improves by 0.5 after epoch 1 and patience 2
     stops an uninterrupted run after epoch 3. Interrupted in epoch 3, the resumed run must stop
@@ -454,7 +486,10 @@ def test_cli_full_disk_is_one_line_and_exit_1(folder, tmp_path, monkeypatch, cap
 
 KILL_EPOCHS = 8
 KILL_ARGS = ("--batch-size", "1")  # 45 steps an epoch: the epochs last about as long as the report
-KILL_SECONDS = 20  # per signal: as many kills as fit, each one a fresh process of a few seconds
+# Per signal: as many kills as fit, each one a fresh process of a few seconds. ./run test gives it
+# 20 s (4-5 kills); CNNKIT_KILL_SECONDS=150 gives the issue's 20 kills (the README quotes that run).
+KILL_SECONDS = float(os.environ.get("CNNKIT_KILL_SECONDS", "20"))
+KILL_MINIMUM = int(os.environ.get("CNNKIT_KILL_MINIMUM", "2"))
 
 
 def _start(argv: list[str]) -> subprocess.Popen:
@@ -548,7 +583,7 @@ def test_killed_at_random_moments_and_resumed_a_run_ends_bit_identical(
     else:
         pytest.fail("the run never finished")
     print(f"{sig.name}: {len(landed)} kills landed: {landed}")
-    assert len(landed) >= 2, landed  # the test killed, and resumed, more than once
+    assert len(landed) >= KILL_MINIMUM, landed  # the test killed, and resumed, more than once
     for name in (rundir.LAST, rundir.BEST):
         a, b = _state(reference / name), _state(out / name)
         assert a.keys() == b.keys()

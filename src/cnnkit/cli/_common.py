@@ -70,6 +70,22 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def _fraction(name: str) -> Any:
+    """A number in [0, 1) (weight decay, label smoothing): NaN, infinities and the rest refused."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not 0.0 <= value < 1.0:  # also false for NaN
+            raise argparse.ArgumentTypeError(f"expected a number from 0 up to 1, got {text!r}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -116,7 +132,7 @@ def add_training_arguments(p: argparse.ArgumentParser, *, model_required: bool =
         default=None,
         help="peak learning rate (default: per optimizer)",
     )
-    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--weight-decay", type=_fraction("--weight-decay"), default=None)
     p.add_argument("--schedule", choices=SCHEDULE_CHOICES, default="onecycle")
     p.add_argument(
         "--time-budget", type=parse_duration, default=None, metavar="DURATION",
@@ -124,7 +140,10 @@ def add_training_arguments(p: argparse.ArgumentParser, *, model_required: bool =
         "stops on time, validated and tested; --epochs is then a maximum",
     )  # fmt: skip
     p.add_argument(
-        "--label-smoothing", type=float, default=0.0, help="classification: label smoothing"
+        "--label-smoothing",
+        type=_fraction("--label-smoothing"),
+        default=0.0,
+        help="classification: label smoothing",
     )
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
     p.add_argument(

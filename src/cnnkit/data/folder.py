@@ -350,7 +350,10 @@ def loader(
         shuffle=shuffle,
         num_workers=workers,
         prefetch_factor=prefetch if workers > 0 else None,
-        persistent_workers=workers > 0,
+        # Workers are started afresh each epoch, seeded from the loader's generator (which the
+        # Trainer reseeds with seed + epoch), so random augmentation repeats exactly on --resume;
+        # persistent workers would carry their random state over from the epochs before.
+        persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
         generator=generator,
         collate_fn=collate,
