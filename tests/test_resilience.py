@@ -484,7 +484,7 @@ def test_cli_full_disk_is_one_line_and_exit_1(folder, tmp_path, monkeypatch, cap
 
 # ---- kill-safety ---------------------------------------------------------------------------------
 
-KILL_EPOCHS = 8
+KILL_EPOCHS = int(os.environ.get("CNNKIT_KILL_EPOCHS", "8"))  # 40 with the 150 s run
 KILL_ARGS = ("--batch-size", "1")  # 45 steps an epoch: the epochs last about as long as the report
 # Per signal: as many kills as fit, each one a fresh process of a few seconds. ./run test gives it
 # 20 s (4-5 kills); CNNKIT_KILL_SECONDS=150 gives the 20 kills (the README quotes that run).
