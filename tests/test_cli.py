@@ -181,3 +181,13 @@ def test_one_epoch_history_plot_draws_the_loss_per_step(trained_run):
     loss_ax = fig.axes[0]
     train_line = loss_ax.get_lines()[0]
     assert len(train_line.get_xdata()) == 4 and loss_ax.get_xlim()[0] == 0
+
+
+def test_models_lists_every_task_and_filters_by_task(capsys):
+    assert main(["models"]) == 0
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["alexnet"] == "classify" and rows["fcn8s"] == "segment" and rows["yolo"] == "detect"
+    assert rows["localizer"] == "localize"
+    assert main(["models", "--task", "segment"]) == 0
+    names = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert names == ["deeplab", "fcn16s", "fcn32s", "fcn8s", "unet"]

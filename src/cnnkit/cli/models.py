@@ -11,19 +11,26 @@ from cnnkit.models import create_model, list_models, model_info
 
 def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
+    p.add_argument(
+        "--task", default=None, choices=["classify", "localize", "detect", "segment"],
+        help="only the models with this output contract (default: every task's)",
+    )  # fmt: skip
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    names = list_models(args.pattern)
+    names = list_models(args.pattern, task=args.task)
     width = max((len(n) for n in names), default=5)
-    print(f"{'model':<{width}}  {'input (C,H,W)':<14} {'min':>4} {'parameters':>12}  paper")
+    print(
+        f"{'model':<{width}}  {'task':<9} {'input (C,H,W)':<14} {'min':>4} {'parameters':>12}  paper"
+    )
     for name in names:
         info = model_info(name)
         c, h, w = info.input_size
         with torch.device("meta"):  # counts parameters without allocating them
             params = sum(p.numel() for p in create_model(name).parameters())
         print(
-            f"{name:<{width}}  {f'{c},{h},{w}':<14} {info.min_size:>4} {params:>12,}  {info.paper}"
+            f"{name:<{width}}  {info.task:<9} {f'{c},{h},{w}':<14} {info.min_size:>4} "
+            f"{params:>12,}  {info.paper}"
         )
     return 0
