@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -180,6 +182,26 @@ def task_from_args(args: argparse.Namespace) -> Task:
     if args.task == "classify" and args.label_smoothing:
         options.setdefault("label_smoothing", args.label_smoothing)
     return get_task(args.task, **options)
+
+
+class ImageFiles:
+    """Image files decoded one by one for a run's model (``channels`` 1 or 3): a file that cannot be
+    read is reported on stderr and counted in ``failures``, and the others go on."""
+
+    def __init__(self, paths: list[str], channels: int) -> None:
+        self.paths, self.channels, self.failures = paths, channels, 0
+
+    def __iter__(self) -> Iterator[tuple[str, torch.Tensor]]:
+        from cnnkit.cli.predict import read_image
+
+        for path in self.paths:
+            try:
+                image = read_image(path, self.channels)
+            except (FileNotFoundError, ValueError) as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                self.failures += 1
+                continue
+            yield path, image
 
 
 def default_run_dir(task: str, model: str, root: str | Path = "runs") -> Path:

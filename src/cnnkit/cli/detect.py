@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from cnnkit.cli import CLIError
@@ -37,8 +36,7 @@ def register(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from cnnkit.cli._common import load_run
-    from cnnkit.cli.predict import read_image
+    from cnnkit.cli._common import ImageFiles, load_run
     from cnnkit.device import pick_device
     from cnnkit.io import atomic_write_bytes
     from cnnkit.viz.detection import draw_detections, save_png
@@ -54,14 +52,8 @@ def run(args: argparse.Namespace) -> int:
     _, height, width = meta.input_size
     images: list[dict] = []
     results: list[dict] = []
-    failures = 0
-    for path in args.images:
-        try:
-            image = read_image(path, meta.channels)
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            failures += 1
-            continue
+    files = ImageFiles(args.images, meta.channels)
+    for path, image in files:
         with torch.no_grad():
             x = meta.preprocess(image).unsqueeze(0).to(device)
             found = {k: v.cpu() for k, v in task.decode(model(x))[0].items()}
@@ -99,4 +91,4 @@ def run(args: argparse.Namespace) -> int:
         (json.dumps({"images": images, "categories": categories}, indent=1) + "\n").encode(),
     )
     print(f"COCO results in {out / RESULTS} ({len(results)} detections), images in {out / IMAGES}")
-    return 1 if failures else 0
+    return 1 if files.failures else 0

@@ -10,7 +10,6 @@ a grey PNG). Unreadable files are reported and skipped (exit status 1).
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -45,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
     import torchvision.transforms.v2.functional as TF
     from torchvision.transforms import InterpolationMode
 
-    from cnnkit.cli._common import load_run
-    from cnnkit.cli.predict import read_image
+    from cnnkit.cli._common import ImageFiles, load_run
     from cnnkit.io import atomic_write
     from cnnkit.viz.segmentation import plot_overlay
 
@@ -60,14 +58,8 @@ def run(args: argparse.Namespace) -> int:
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    failures = 0
-    for path in args.images:
-        try:
-            image = read_image(path, meta.channels)
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            failures += 1
-            continue
+    files = ImageFiles(args.images, meta.channels)
+    for path, image in files:
         with torch.no_grad():
             labels = task.decode(model(meta.preprocess(image).unsqueeze(0)))[0]
         if tuple(labels.shape) != tuple(image.shape[1:]):
@@ -86,4 +78,4 @@ def run(args: argparse.Namespace) -> int:
             if counts[k]
         )
         print(f"{path} -> {out / f'{name}.png'} ({found})")
-    return 1 if failures else 0
+    return 1 if files.failures else 0
