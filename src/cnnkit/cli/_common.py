@@ -378,10 +378,11 @@ def load_run(
     return run, config, model.eval(), task, meta
 
 
-def finish_run(run: RunDir, trainer: Trainer, data: ImageData) -> dict[str, Any]:
-    """Evaluate the best weights on the test split with the task's report; write
-    ``test_metrics.json``, the history plot and the task's plots. Under torchrun every process
-    calls it (each evaluates its share of the test split) and rank 0 writes."""
+def finish_run(run: RunDir, trainer: Trainer, data: ImageData, workers: int = 2) -> dict[str, Any]:
+    """Evaluate the best weights on the test split with the task's report (``workers`` loader
+    processes, the run's ``--workers``); write ``test_metrics.json``, the history plot and the
+    task's plots. Under torchrun every process calls it (each evaluates its share of the test
+    split) and rank 0 writes."""
     from cnnkit.train import distributed, rundir
     from cnnkit.train.checkpoint import load_checkpoint
     from cnnkit.viz.training import plot_history
@@ -392,7 +393,7 @@ def finish_run(run: RunDir, trainer: Trainer, data: ImageData) -> dict[str, Any]
     metrics: dict[str, Any] = {}
     writes = trainer.dist.is_main
     if data.splits.get("test") is not None:
-        test = data.batches("test", 500, device=trainer.device)
+        test = data.batches("test", 500, device=trainer.device, workers=workers)
         metrics = trainer.task.report(trainer, test, data.meta, run.path if writes else None)
         if writes:
             run.write_json(rundir.TEST_METRICS, metrics)

@@ -161,7 +161,7 @@ def report(args: argparse.Namespace, trainer: Trainer, data: ImageData, minutes:
     """The end of a run: test report, plots, and where the files are (every process evaluates
     its share under torchrun; rank 0 writes and prints)."""
     assert trainer.run is not None
-    metrics = finish_run(trainer.run, trainer, data)
+    metrics = finish_run(trainer.run, trainer, data, args.workers)
     if not trainer.dist.is_main:
         return
     if trainer.stop_reason:
