@@ -37,9 +37,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     On any error (or Ctrl-C) the temporary file is removed and ``path`` keeps what it held."""
     path = Path(path)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     tmp = Path(name)
-    try:
+    try:  # from the file's creation on: a Ctrl-C right after mkstemp must not leave it behind
+        os.close(fd)
         write(tmp)
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
