@@ -61,6 +61,10 @@ PARAMETER_COUNTS = [
     # resnet18 with a 3×3 stem (3·9·64 instead of 3·49·64) and a 10-class head:
     # 11,689,512 - 9,408 + 1,728 - 513,000 + 5,130
     ("resnet18_small", {"num_classes": 10}, 11_173_962),
+    # ResNet-18 at half width, 1 grey channel, 10 classes, counted by hand: stem 1·49·32 + BN 64;
+    # stage widths 32/64/128/256 with two units each: 37,120 + 131,712 + 525,568 + 2,099,712
+    # (3×3 convs, BNs, 1×1 downsamples); fc 256·10 + 10
+    ("resnet18_narrow", {"num_classes": 10}, 2_798_314),
 ]
 
 
@@ -90,6 +94,7 @@ STAGE_SHAPES = {
     "resnet50": [(64, 112), (256, 56), (512, 28), (1024, 14), (2048, 7)],
     "resnet18": [(64, 112), (64, 56), (128, 28), (256, 14), (512, 7)],
     "resnet18_small": [(64, 32), (64, 32), (128, 16), (256, 8), (512, 4)],
+    "resnet18_narrow": [(32, 64), (32, 32), (64, 16), (128, 8), (256, 4)],  # at its 128×128
     "vgg16": [(64, 112), (128, 56), (256, 28), (512, 14), (512, 7)],
     "googlenet": [(64, 112), (192, 56), (480, 28), (832, 14), (1024, 7)],
     "xception": [(64, 147), (128, 74), (256, 37), (728, 19), (2048, 10)],
@@ -113,7 +118,8 @@ def test_features_only_returns_the_stage_maps(name: str) -> None:
 def test_resnet_stage_strides_at_224(name: str) -> None:
     # He et al. table 1: conv1 at 112×112 (stride 2), conv2_x … conv5_x at 56, 28, 14, 7
     model = build_meta(name, num_classes=10, features_only=True)
-    maps = model(torch.empty(1, 3, 224, 224, device="meta"))
+    channels = model_info(name).input_size[0]
+    maps = model(torch.empty(1, channels, 224, 224, device="meta"))
     assert [m.shape[-1] for m in maps] == [math.ceil(224 / s) for s in model.feature_strides]
 
 
@@ -145,6 +151,7 @@ FEATURE_WIDTHS = {
     "googlenet": 1024,  # 5b, globally pooled
     "resnet18": 512,
     "resnet18_small": 512,
+    "resnet18_narrow": 256,
     "resnet50": 2048,
     "se_resnet50": 2048,
     "xception": 2048,
