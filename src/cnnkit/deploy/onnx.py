@@ -14,7 +14,14 @@ under a second each) and records in the ONNX ``metadata_props`` what a consumer 
 ``cnnkit.class_names``       JSON list
 ``cnnkit.outputs``           the output names; ``cnnkit.postprocess`` what is (not) in the graph
 ``cnnkit.data``              the whole ``DataMeta.to_config()`` (JSON), from which cnnkit rebuilds it
+``cnnkit.anchors``           detection: the anchors (JSON) and ``cnnkit.stride`` its decoding needs
 ===========================  ======================================================================
+
+What differs between tasks comes from the task's view (``cnnkit.deploy.views``): the output names,
+how the model's output becomes the graph's outputs (a localizer's dict → ``logits``, ``boxes``) and
+back, and the metadata its decoding needs (the detector's anchors and stride). Every task's decoding
+(softmax, box decoding and NMS, argmax) stays outside the graph, so ``OnnxModel`` returns what the
+model returns and the task decodes it as on the PyTorch path.
 
 :class:`OnnxModel` reads a file back (the session, the ``DataMeta``, the task) so that
 ``cnnkit predict --onnx`` preprocesses, decodes and prints exactly as the PyTorch path does.
@@ -36,6 +43,7 @@ from cnnkit.io import atomic_write_bytes
 
 if TYPE_CHECKING:
     from cnnkit.data.datasets import DataMeta
+    from cnnkit.deploy.views import TaskView
     from cnnkit.tasks import Task
 
 #: the default opset: 18, the lowest the dynamo exporter writes natively (onnxruntime ≥ 1.14 runs it)
@@ -100,10 +108,12 @@ def export_onnx(
     if input_size is not None:
         height, width = input_size
     model = model.eval().cpu()
+    extra = view.export_metadata(model)
+    graph = _GraphOutputs(model, view).eval()  # export restores the mode it found
     example = torch.randn(1, channels, height, width, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        output = model(example)
-    n_outputs = len(output) if isinstance(output, (tuple, list)) else 1
+        output = graph(example)
+    n_outputs = len(output)
     names = view.output_names[:n_outputs]
     if len(names) < n_outputs:
         names = (*names, *(f"output{i}" for i in range(len(names), n_outputs)))
@@ -114,7 +124,7 @@ def export_onnx(
         # the dynamo exporter where it fails or its graph disagrees with the model (AlexNet's
         # adaptive pool after a pool, Xception's 'same' padding): seconds per model.
         try:
-            data = _export_bytes(model, example, names, opset, dynamic_batch, dynamo=dynamo)
+            data = _export_bytes(graph, example, names, opset, dynamic_batch, dynamo=dynamo)
         except (torch.onnx.errors.OnnxExporterError, RuntimeError) as exc:
             errors.append(f"{'dynamo' if dynamo else 'torchscript'} exporter: {str(exc)[:200]}")
             continue
@@ -125,7 +135,7 @@ def export_onnx(
         errors.append(f"{'dynamo' if dynamo else 'torchscript'} exporter: {problem}")
     if proto is None:
         raise ValueError(f"{path}: the model could not be exported to ONNX: {'; '.join(errors)}")
-    props = onnx_metadata(meta, task, names, view.postprocess)
+    props = {**onnx_metadata(meta, task, names, view.postprocess), **extra}
     if input_size is not None:
         props["input_size"] = json.dumps([channels, height, width])
     del proto.metadata_props[:]
@@ -135,6 +145,18 @@ def export_onnx(
     proto.producer_name = "cnnkit"
     onnx.checker.check_model(proto)
     return atomic_write_bytes(path, proto.SerializeToString())
+
+
+class _GraphOutputs(torch.nn.Module):
+    """The model with its output as the graph's: a tuple of tensors in the view's order (a
+    localizer's dict becomes ``(logits, boxes)``)."""
+
+    def __init__(self, model: torch.nn.Module, view: TaskView) -> None:
+        super().__init__()
+        self.model, self.view = model, view
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.view.graph_outputs(self.model(x))
 
 
 def _export_bytes(
@@ -235,12 +257,15 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 class OnnxModel:
     """An exported run read back: ``session`` (onnxruntime, CPU), ``meta`` (the ``DataMeta``),
-    ``task`` (rebuilt with its options), ``metadata``. Calling it on a float (N, C, H, W) tensor
-    returns the raw outputs as torch tensors: one tensor, or a tuple when the graph has several."""
+    ``task`` (rebuilt with its options, and given what its decoding needs from the metadata: the
+    detector's anchors and stride), ``metadata``. Calling it on a float (N, C, H, W) tensor returns
+    the raw outputs as torch tensors in the form the model returns them (the task view's
+    ``model_output``: a tensor, a localizer's dict), so ``task.decode`` takes them."""
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
         ort = _require("onnxruntime")
         from cnnkit.data.datasets import DataMeta
+        from cnnkit.deploy.views import get_view
         from cnnkit.tasks import get_task
 
         self.path = Path(path)
@@ -276,10 +301,14 @@ class OnnxModel:
         self.task: Task = get_task(
             self.metadata["task"], **json.loads(self.metadata.get("task_options", "{}"))
         )
+        self.view = get_view(self.task.name)
+        try:
+            self.view.prepare_task(self.task, self.metadata)
+        except ValueError as exc:
+            raise ValueError(f"{self.path}: {exc}") from None
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, x: torch.Tensor | np.ndarray) -> Any:
         array = x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else x
         outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(array, np.float32)})
-        tensors = tuple(torch.from_numpy(o) for o in outputs)
-        return tensors[0] if len(tensors) == 1 else tensors
+        return self.view.model_output([torch.from_numpy(o) for o in outputs])

@@ -3,7 +3,9 @@ needed to open it (images are inlined as base64 ``data:`` URIs, the style is inl
 
 Sections: the run's configuration; the metric curves (``viz.training.history_figure`` over
 ``metrics.jsonl``/``steps.jsonl``); the task's tables (its view's: for classification the test
-metrics, per-class accuracy and the confusion matrix, computed on the test split); test images with
+metrics, per-class accuracy and the confusion matrix, computed on the test split; localization's
+accuracy, mean IoU and hit rate, also per true class; detection's COCO summary and AP per class;
+segmentation's pixel accuracy, mean IoU and IoU per class); test images with
 their predictions drawn by the task's view; and the feature maps of the first convolution layers for
 one test image.
 """

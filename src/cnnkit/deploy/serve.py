@@ -1,5 +1,6 @@
 """``cnnkit serve``'s web app (Starlette, run by uvicorn): pick or drop an image, see the run's
-prediction (for classification the top-5 classes with bars, from the task's view) and the feature
+prediction from the task's view (the top-5 classes with bars; the box and class; the detections
+drawn and listed; the segmentation overlay and each class's share of the pixels) and the feature
 maps of a chosen convolution layer.
 
 The page is plain HTML with a form (no script, no external file), so it works offline and is easy to
@@ -35,6 +36,9 @@ border-radius:8px}.error{color:#a00;background:#fee;padding:.8em;border-radius:6
 background:#3b82f6;border-radius:3px}.p{width:5em;text-align:right}
 .result{display:flex;gap:2em;align-items:flex-start;margin-top:1em}.result>div{flex:1}
 img.input{image-rendering:pixelated;width:196px;border:1px solid #ccc}
+img.drawn{image-rendering:pixelated;max-width:100%;border:1px solid #ccc;margin-top:.6em}
+.swatch{display:inline-block;width:.9em;height:.9em;margin-right:.4em;vertical-align:middle;
+border:1px solid #999}
 """
 
 
@@ -88,7 +92,7 @@ def predict_html(served: ServedRun, image: torch.Tensor, layer: str) -> str:
         '<div class="result"><div>',
         f'<img class="input" alt="the input as the model sees it" src="{data_uri(png_bytes(shown))}">',
         "</div><div>",
-        view.result_html(decoded, served.meta.class_names, served.task),
+        view.result_html(decoded, served.meta.class_names, served.task, shown),
         "</div></div>",
     ]
     if layer:

@@ -6,13 +6,15 @@ a decoded prediction is drawn on its image (TensorBoard, the HTML report), the r
 the browser app's result panel. A task without a view of its own gets :class:`TaskView`, which
 shows the lines of ``Task.format_prediction`` and the scalar test metrics, so every task is served.
 
-A new task adds its view with ``@register_view`` (the localize/detect/segment helpers: draw boxes
-with ``torchvision.utils.draw_bounding_boxes``, masks with ``draw_segmentation_masks``).
+A new task adds its view with ``@register_view``. Classification's view is here; localization's,
+detection's and segmentation's are one module each (``views_localize.py``, ``views_detect.py``,
+``views_segment.py``), imported at the end of this one so that ``get_view`` knows every task.
 """
 
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -49,6 +51,24 @@ class TaskView:
     #: what the graph computes, recorded in the ONNX metadata (``cnnkit.postprocess``)
     postprocess: str = "none in the graph: the raw model output; cnnkit decodes it with the task"
 
+    # ---- ONNX: the graph's outputs are tensors; the task decodes what the model returns
+    def graph_outputs(self, output: Any) -> tuple[torch.Tensor, ...]:
+        """The model's output as the graph's outputs, in ``output_names`` order (default: a tensor,
+        or the elements of a tuple)."""
+        return tuple(output) if isinstance(output, (tuple, list)) else (output,)
+
+    def model_output(self, outputs: Sequence[torch.Tensor]) -> Any:
+        """The graph's outputs (onnxruntime's, as tensors) back in the form the model returns, so
+        ``task.decode`` takes them as it takes the PyTorch model's (the inverse of ``graph_outputs``)."""
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def export_metadata(self, model: torch.nn.Module) -> dict[str, str]:
+        """More ``cnnkit.*`` metadata the task's decoding needs from the model (default: none)."""
+        return {}
+
+    def prepare_task(self, task: Any, metadata: dict[str, str]) -> None:
+        """Give a task rebuilt from an ONNX file what ``export_metadata`` recorded (default: nothing)."""
+
     def draw(self, images: torch.Tensor, decoded: Any, class_names: Sequence[str]) -> torch.Tensor:
         """uint8 RGB images (N, 3, H, W) with their predictions drawn (default: unchanged)."""
         return images
@@ -64,8 +84,15 @@ class TaskView:
         """Tables that need the model over the test split (default: none)."""
         return []
 
-    def result_html(self, decoded: Any, class_names: Sequence[str], task: Any) -> str:
-        """The browser app's result panel for one image's decoded prediction."""
+    def result_html(
+        self,
+        decoded: Any,
+        class_names: Sequence[str],
+        task: Any,
+        image: torch.Tensor | None = None,
+    ) -> str:
+        """The browser app's result panel for one image's decoded prediction; ``image`` is the input
+        as the model saw it (uint8 (3, H, W)), for a view that draws on it."""
         lines = task.format_prediction(decoded, class_names, 5)
         return f'<pre id="result">{html.escape(chr(10).join(lines))}</pre>'
 
@@ -152,7 +179,13 @@ class ClassifyView(TaskView):
             )
         ]
 
-    def result_html(self, decoded: torch.Tensor, class_names: Sequence[str], task: Any) -> str:
+    def result_html(
+        self,
+        decoded: torch.Tensor,
+        class_names: Sequence[str],
+        task: Any,
+        image: torch.Tensor | None = None,
+    ) -> str:
         top = decoded.topk(min(5, len(class_names)))
         bars = "".join(
             f'<div class="bar"><span class="name">{html.escape(class_names[i])}</span>'
@@ -170,12 +203,38 @@ class ClassifyView(TaskView):
 def _at_least(images: torch.Tensor, side: int) -> torch.Tensor:
     """uint8 (N, C, H, W) enlarged by an integer factor (nearest) so the shorter side is ≥ ``side``,
     grey turned RGB: small images (28 × 28) stay legible with a label drawn on them."""
-    factor = max(1, -(-side // min(images.shape[-2:])))
+    factor = enlarge_factor(images, side)
     if factor > 1:
         images = images.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
     return images.contiguous()
+
+
+def enlarge_factor(images: torch.Tensor, side: int) -> int:
+    """The integer factor that brings the shorter side of ``images`` (..., H, W) to ≥ ``side``."""
+    return max(1, -(-side // min(images.shape[-2:])))
+
+
+def drawn_image_html(image: torch.Tensor, alt: str) -> str:
+    """A drawn prediction (uint8 (3, H, W)) as an ``<img id="drawn">`` with a PNG data URL."""
+    from cnnkit.deploy.features import data_uri, png_bytes
+
+    source = data_uri(png_bytes(image))
+    return f'<img id="drawn" class="drawn" alt="{html.escape(alt)}" src="{source}">'
+
+
+def metric_rows(metrics: dict[str, Any], percent: Sequence[str] = ()) -> list[list[str]]:
+    """The numbers of ``test_metrics.json`` as table rows under their recorded keys: the keys in
+    ``percent`` as percentages, the others to four decimals (NaN, an undefined metric, as ``-``)."""
+    rows = []
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            shown = (
+                "-" if math.isnan(value) else _percent(value) if key in percent else f"{value:.4f}"
+            )
+            rows.append([key, shown])
+    return rows
 
 
 def to_uint8_rgb(display: Any) -> torch.Tensor:
@@ -184,3 +243,7 @@ def to_uint8_rgb(display: Any) -> torch.Tensor:
     x = x.unsqueeze(-1) if x.dim() == 3 else x
     x = (x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 3, 1, 2)
     return x.expand(-1, 3, -1, -1).contiguous() if x.shape[1] == 1 else x.contiguous()
+
+
+# The other tasks' views, one module each. Imported last: they import this module's names.
+from cnnkit.deploy import views_detect, views_localize, views_segment  # noqa: E402, F401
