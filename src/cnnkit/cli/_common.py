@@ -378,6 +378,31 @@ def load_run(
     return run, config, model.eval(), task, meta
 
 
+def run_or_onnx(
+    run: str | None, images: list[str], onnx: str | None, checkpoint: str | None = None
+) -> tuple[list[str], Any, Task, DataMeta]:
+    """The image paths, the model, its task and data description for a command that applies a
+    model to image files (``predict``, ``detect``, ``segment``): a run directory's PyTorch model
+    (``load_run``), or with ``onnx`` an exported file's ``OnnxModel`` (onnxruntime), whose task and
+    data description come from the file's metadata; then the positional ``run`` is an image. Either
+    model returns raw outputs that ``task.decode`` decodes."""
+    if onnx is not None:
+        paths = [p for p in (run, *images) if p is not None]
+        if not paths:
+            raise CLIError("expected at least one image after --onnx FILE")
+        from cnnkit.deploy.onnx import OnnxModel
+
+        try:
+            onnx_model = OnnxModel(onnx)
+        except ImportError as exc:  # the optional extra is missing
+            raise CLIError(str(exc)) from None
+        return paths, onnx_model, onnx_model.task, onnx_model.meta
+    if run is None or not images:
+        raise CLIError("expected a run directory and at least one image")
+    _, _, model, task, meta = load_run(run, checkpoint)
+    return list(images), model, task, meta
+
+
 def finish_run(run: RunDir, trainer: Trainer, data: ImageData, workers: int = 2) -> dict[str, Any]:
     """Evaluate the best weights on the test split with the task's report (``workers`` loader
     processes, the run's ``--workers``); write ``test_metrics.json``, the history plot and the

@@ -7,6 +7,10 @@ to the input size for the scenes), detected, and its boxes are mapped back to th
 ``bbox`` as [x, y, w, h] pixels, ``score``: every detection the task decodes, since mAP needs the
 low-scoring tail) and ``images.json`` with COCO's ``images`` (id, file name, width, height) and
 ``categories`` (the class indices as ids, with their names) that the results refer to.
+
+``cnnkit detect --onnx model.onnx IMAGE... --out DIR`` does the same with a file written by
+``cnnkit export`` on onnxruntime (the CPU): the graph gives the raw grid, the task decodes it with
+the anchors and stride recorded in the file, as here.
 """
 
 from __future__ import annotations
@@ -22,37 +26,47 @@ RESULTS, IMAGES = "detections.json", "images.json"
 
 
 def register(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run directory written by `cnnkit train --task detect`")
-    p.add_argument("images", nargs="+", help="PNG/JPEG/GIF/WebP files, any size and colour mode")
+    p.add_argument(
+        "run", nargs="?", default=None,
+        help="run directory written by `cnnkit train --task detect` (an image with --onnx)",
+    )  # fmt: skip
+    p.add_argument("images", nargs="*", help="PNG/JPEG/GIF/WebP files, any size and colour mode")
+    p.add_argument(
+        "--onnx", default=None, metavar="FILE",
+        help="an ONNX file written by `cnnkit export` from a detect run, run with onnxruntime",
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="folder for the drawn images and the JSON files")
     p.add_argument(
         "--score-threshold", type=float, default=0.3, help="draw detections scoring at least this"
     )
     p.add_argument("--checkpoint", choices=[BEST, LAST], default=BEST)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="for a run's PyTorch model (--onnx: the CPU)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from cnnkit.cli._common import ImageFiles, load_run
+    from cnnkit.cli._common import ImageFiles, run_or_onnx
     from cnnkit.device import pick_device
     from cnnkit.io import atomic_write_bytes
     from cnnkit.viz.detection import draw_detections, save_png
 
-    _, _, model, task, meta = load_run(args.run, args.checkpoint)
+    paths, model, task, meta = run_or_onnx(args.run, args.images, args.onnx, args.checkpoint)
     if task.name != "detect":
-        raise CLIError(f"{args.run}: a {task.name} run; `cnnkit detect` takes detect runs")
-    device = pick_device(args.device)
-    model = model.to(device).eval()
-    task.setup(model)
+        source = args.onnx or args.run
+        raise CLIError(f"{source}: a {task.name} run; `cnnkit detect` takes detect runs")
+    device = torch.device("cpu")
+    if args.onnx is None:  # the OnnxModel runs on onnxruntime's CPU provider
+        device = pick_device(args.device)
+        model = model.to(device).eval()
+        task.setup(model)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     _, height, width = meta.input_size
     images: list[dict] = []
     results: list[dict] = []
-    files = ImageFiles(args.images, meta.channels)
+    files = ImageFiles(paths, meta.channels)
     for path, image in files:
         with torch.no_grad():
             x = meta.preprocess(image).unsqueeze(0).to(device)

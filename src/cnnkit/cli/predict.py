@@ -70,25 +70,12 @@ def read_image(path: str | Path, channels: int) -> torch.Tensor:
 def run(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise CLIError(f"--top: expected a positive integer, got {args.top}")
-    paths = [p for p in (args.run, *args.images) if p is not None]
     if args.model is not None:
-        return run_pretrained(args, paths)
-    if args.onnx is not None:
-        if not paths:
-            raise CLIError("expected at least one image after --onnx FILE")
-        from cnnkit.deploy.onnx import OnnxModel
+        return run_pretrained(args, [p for p in (args.run, *args.images) if p is not None])
+    from cnnkit.cli._common import run_or_onnx
 
-        try:
-            onnx_model = OnnxModel(args.onnx)
-        except ImportError as exc:  # the optional extra is missing
-            raise CLIError(str(exc)) from None
-        return predict_files(args, paths, onnx_model, onnx_model.task, onnx_model.meta)
-    if args.run is None or not args.images:
-        raise CLIError("expected a run directory and at least one image")
-    from cnnkit.cli._common import load_run
-
-    _, _, model, task, meta = load_run(args.run, args.checkpoint)
-    return predict_files(args, args.images, model, task, meta)
+    paths, model, task, meta = run_or_onnx(args.run, args.images, args.onnx, args.checkpoint)
+    return predict_files(args, paths, model, task, meta)
 
 
 def predict_files(

@@ -5,6 +5,9 @@ map predicted at the run's input size and brought back to the image's own size b
 neighbour. Per image ``DIR/NAME.png`` shows the image beside the colour overlay with a legend of the
 classes found, and ``DIR/NAME_labels.png`` holds the label map itself (one class index per pixel,
 a grey PNG). Unreadable files are reported and skipped (exit status 1).
+
+``cnnkit segment --onnx model.onnx IMAGE... --out DIR`` does the same with a file written by
+``cnnkit export`` on onnxruntime: logits out of the graph, the argmax taken by the task, as here.
 """
 
 from __future__ import annotations
@@ -24,8 +27,15 @@ LABELS_SUFFIX = "_labels"
 
 
 def register(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run directory written by `cnnkit train --task segment`")
-    p.add_argument("images", nargs="+", help="PNG/JPEG/GIF/WebP files, any size and colour mode")
+    p.add_argument(
+        "run", nargs="?", default=None,
+        help="run directory written by `cnnkit train --task segment` (an image with --onnx)",
+    )  # fmt: skip
+    p.add_argument("images", nargs="*", help="PNG/JPEG/GIF/WebP files, any size and colour mode")
+    p.add_argument(
+        "--onnx", default=None, metavar="FILE",
+        help="an ONNX file written by `cnnkit export` from a segment run, run with onnxruntime",
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="folder for the overlays (created if needed)")
     p.add_argument("--checkpoint", choices=[BEST, LAST], default=BEST)
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of the class colours")
@@ -44,21 +54,21 @@ def run(args: argparse.Namespace) -> int:
     import torchvision.transforms.v2.functional as TF
     from torchvision.transforms import InterpolationMode
 
-    from cnnkit.cli._common import ImageFiles, load_run
+    from cnnkit.cli._common import ImageFiles, run_or_onnx
     from cnnkit.io import atomic_write
     from cnnkit.viz.segmentation import plot_overlay
 
     if not 0.0 <= args.alpha <= 1.0:
         raise CLIError(f"--alpha: expected a value in [0, 1], got {args.alpha}")
-    _, _, model, task, meta = load_run(args.run, args.checkpoint)
+    paths, model, task, meta = run_or_onnx(args.run, args.images, args.onnx, args.checkpoint)
     if task.model_task != "segment":
         raise CLIError(
-            f"{args.run}: a {task.name} run; `cnnkit segment` takes segment runs "
+            f"{args.onnx or args.run}: a {task.name} run; `cnnkit segment` takes segment runs "
             "(`cnnkit predict` the others)"
         )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    files = ImageFiles(args.images, meta.channels)
+    files = ImageFiles(paths, meta.channels)
     for path, image in files:
         with torch.no_grad():
             labels = task.decode(model(meta.preprocess(image).unsqueeze(0)))[0]
