@@ -38,7 +38,8 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     made: dict[str, object] = {}
     recipes = {
-        "localize": ("fashion_cnn", ["n_train=16", "n_valid=8", "n_test=16", "canvas=32"], ()),
+        "localize": ("fashion_cnn", ["n_train=16", "n_valid=8", "n_test=16", "canvas=32"],
+                     ("--tensorboard",)),
         "detect": ("yolo", ["n_train=16", "n_valid=8", "n_test=8", "canvas=32", "max_objects=2"],
                    ("--model-option", "hidden_channels=16")),
         "segment": ("unet", ["n_train=16", "n_valid=8", "n_test=8", "canvas=32", "max_objects=2"],
@@ -305,6 +306,20 @@ def test_segment_overlays_the_classes_in_cnnkit_segments_palette_and_leaves_back
     expected = expected.repeat_interleave(43, 1).repeat_interleave(43, 2)
     assert torch.equal(drawn[0].int(), expected)
     assert torch.equal(drawn[0, :, :43, :43].int(), image[0, :, :1, :1].int().expand(-1, 43, 43))
+
+
+def test_tensorboard_gets_the_localizers_graph_and_its_drawn_boxes(runs):
+    """The localizer returns a dict, which TensorBoard's tracer refuses: the graph is traced through
+    the view's tuple of outputs, and the 8 validation scenes (32 px) are drawn at 256 px."""
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator"
+    )
+    events = event_accumulator.EventAccumulator(
+        str(runs("localize") / "tensorboard"), size_guidance={event_accumulator.IMAGES: 0}
+    ).Reload()
+    assert any("Localizer[model]" in node.name for node in events.Graph().node)
+    images = events.Images("predictions")
+    assert [e.step for e in images] == [1] and images[0].height >= 256
 
 
 # ---- the HTML report -----------------------------------------------------------------------------

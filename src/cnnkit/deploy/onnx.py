@@ -43,7 +43,6 @@ from cnnkit.io import atomic_write_bytes
 
 if TYPE_CHECKING:
     from cnnkit.data.datasets import DataMeta
-    from cnnkit.deploy.views import TaskView
     from cnnkit.tasks import Task
 
 #: the default opset: 18, the lowest the dynamo exporter writes natively (onnxruntime ≥ 1.14 runs it)
@@ -101,7 +100,7 @@ def export_onnx(
     with ``dynamic_batch`` a symbolic batch dimension ``batch``. The file is checked with
     ``onnx.checker`` and written atomically. Returns ``path``."""
     onnx = _require("onnx")
-    from cnnkit.deploy.views import get_view
+    from cnnkit.deploy.views import GraphOutputs, get_view
 
     view = get_view(task.name)
     channels, height, width = meta.input_size
@@ -109,7 +108,7 @@ def export_onnx(
         height, width = input_size
     model = model.eval().cpu()
     extra = view.export_metadata(model)
-    graph = _GraphOutputs(model, view).eval()  # export restores the mode it found
+    graph = GraphOutputs(model, view).eval()  # export restores the mode it found
     example = torch.randn(1, channels, height, width, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         output = graph(example)
@@ -145,18 +144,6 @@ def export_onnx(
     proto.producer_name = "cnnkit"
     onnx.checker.check_model(proto)
     return atomic_write_bytes(path, proto.SerializeToString())
-
-
-class _GraphOutputs(torch.nn.Module):
-    """The model with its output as the graph's: a tuple of tensors in the view's order (a
-    localizer's dict becomes ``(logits, boxes)``)."""
-
-    def __init__(self, model: torch.nn.Module, view: TaskView) -> None:
-        super().__init__()
-        self.model, self.view = model, view
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.view.graph_outputs(self.model(x))
 
 
 def _export_bytes(

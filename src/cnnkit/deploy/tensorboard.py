@@ -82,6 +82,7 @@ class TensorBoardLogger(Callback):
         return self.writer
 
     def on_train_begin(self, trainer: Trainer) -> None:
+        from cnnkit.deploy.views import GraphOutputs, get_view
         from cnnkit.train.distributed import is_main_process
 
         if not is_main_process():
@@ -94,7 +95,9 @@ class TensorBoardLogger(Callback):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # the tracer's warnings on Python control flow
-                    writer.add_graph(model, self.sample[:1].to(trainer.device))
+                    # as the task's view exports it: a localizer's dict as a tuple of tensors
+                    graph = GraphOutputs(model, get_view(trainer.task.name)).eval()
+                    writer.add_graph(graph, self.sample[:1].to(trainer.device))
                 self._graph_written = True
             except Exception as exc:  # some models cannot be traced; the rest of the log can
                 warnings.warn(f"tensorboard: the model graph was not written ({exc})", stacklevel=2)

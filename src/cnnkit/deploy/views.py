@@ -97,6 +97,19 @@ class TaskView:
         return f'<pre id="result">{html.escape(chr(10).join(lines))}</pre>'
 
 
+class GraphOutputs(torch.nn.Module):
+    """The model with its output as a graph's: a tuple of tensors in the view's ``output_names``
+    order (a localizer's dict becomes ``(logits, boxes)``), for the ONNX export and TensorBoard's
+    model graph, whose tracers take tensors and tuples of them."""
+
+    def __init__(self, model: torch.nn.Module, view: TaskView) -> None:
+        super().__init__()
+        self.model, self.view = model, view
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.view.graph_outputs(self.model(x))
+
+
 V = TypeVar("V", bound=type[TaskView])
 VIEWS: dict[str, type[TaskView]] = {}
 
