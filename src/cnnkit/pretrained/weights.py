@@ -213,3 +213,62 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"{path}: expected a dict of tensors (a state dict), found {type(obj).__name__}"
         )
     return obj
+
+
+# ---- super-resolution weights shipped with cnnkit ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class SuperResWeights:
+    """Super-resolution weights that cnnkit ships as package data (``cnnkit/pretrained/FILE``):
+    the registered ``model`` built with ``scale`` and ``options`` (Y in, Y out), the file's full
+    sha256 (verified on every load), and ``meta``: how they were trained and what they measured."""
+
+    name: str
+    model: str
+    scale: int
+    options: dict
+    filename: str
+    sha256: str
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        """Where the package holds the file."""
+        return Path(__file__).parent / self.filename
+
+
+def _superres(scale: int, sha256: str, measured: dict) -> SuperResWeights:
+    return SuperResWeights(
+        name=f"espcn_x{scale}.photos",
+        model="espcn",
+        scale=scale,
+        options={"residual": True},
+        filename=f"superres_x{scale}.safetensors",
+        sha256=sha256,
+        meta={
+            "origin": "trained by benchmarks/train_superres.py on the colour photos that "
+            "scikit-learn and scikit-image install, less the held-out ones "
+            "(cnnkit.data.photos.HELD_OUT)",
+            "held_out_psnr_gain_db": measured,
+        },
+    )
+
+
+# Filled in by benchmarks/train_superres.py after training (the digest of the file it wrote).
+SUPERRES_WEIGHTS: dict[int, SuperResWeights] = {
+    2: _superres(2, "0" * 64, {}),
+    4: _superres(4, "0" * 64, {}),
+}
+
+
+def superres_weights(scale: int) -> SuperResWeights:
+    """The shipped super-resolution weights for ``scale``; another scale lists the shipped ones."""
+    try:
+        return SUPERRES_WEIGHTS[scale]
+    except KeyError:
+        raise ValueError(
+            f"no shipped super-resolution weights for scale {scale}; shipped: "
+            f"{', '.join(f'x{s}' for s in sorted(SUPERRES_WEIGHTS))} (or train a run: "
+            "cnnkit train --task superres)"
+        ) from None
