@@ -37,7 +37,7 @@ RECIPE = {
     "batch_size": 16,
     "epochs": {2: 60, 4: 60},  # about 15 minutes each on one EPYC core
     "optimizer": "adam",
-    "lr": 2e-3,  # the one-cycle peak
+    "lr": 4e-3,  # the one-cycle peak
     "schedule": "onecycle",
     "fractions": [0.9, 0.1, 0.0],  # of the 9 training photos: 8 train, 1 validates, none tests
     "seed": 0,

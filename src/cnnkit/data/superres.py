@@ -131,7 +131,7 @@ def low_resolution(image: torch.Tensor, scale: int) -> tuple[torch.Tensor, torch
     height, width = hr.shape[1:]
     pixels = hr.permute(1, 2, 0).numpy()
     pil = Image.fromarray(pixels[..., 0] if hr.shape[0] == 1 else pixels)
-    small = np.asarray(pil.resize((width // scale, height // scale), Image.BICUBIC))
+    small = np.asarray(pil.resize((width // scale, height // scale), Image.Resampling.BICUBIC))
     lr = torch.from_numpy(small.copy())
     lr = lr[None] if lr.dim() == 2 else lr.permute(2, 0, 1).contiguous()
     return hr.contiguous(), lr
@@ -227,7 +227,8 @@ class PhotoPatches(ImageData):
     ) -> DataLoader:
         """Random patches of ``split`` when ``shuffle`` (training), else its whole photos one per
         batch (photos differ in size). ``augment`` is not used: patches get ``dihedral``."""
-        lr, hr = self._split(split)
+        images, targets = self._split(split)
+        lr, hr = list(images), list(targets)
         if not shuffle:
             return DataLoader(WholePhotos(lr, hr), batch_size=1, collate_fn=collate)
         dataset = PatchDataset(
@@ -345,8 +346,8 @@ def photo_data(
         hr, lr = low_resolution(image, scale)
         pairs.append((lr, hr))
     splits: dict[str, tuple[Any, Any] | None] = {}
-    for name, index in indices.items():
-        chosen = [pairs[i] for i in index]
+    for name, members in indices.items():
+        chosen = [pairs[i] for i in members]
         if name != "train":
             chosen = [_centre_crop(lr, hr, scale, opts["eval_crop"]) for lr, hr in chosen]
         splits[name] = ([lr for lr, _ in chosen], [hr for _, hr in chosen]) if chosen else None

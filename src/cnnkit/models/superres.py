@@ -168,9 +168,11 @@ class FSRCNN(SuperResolution):
         for module in self.features:
             if isinstance(module, nn.Conv2d):  # the paper: He init for PReLU (slope 0.25)
                 nn.init.kaiming_normal_(module.weight, a=0.25, nonlinearity="leaky_relu")
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
         nn.init.normal_(self.deconv.weight, std=RESIDUAL_INIT_STD)  # the paper's deconv init
-        nn.init.zeros_(self.deconv.bias)
+        if self.deconv.bias is not None:
+            nn.init.zeros_(self.deconv.bias)
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2] * self.scale, x.shape[-1] * self.scale
