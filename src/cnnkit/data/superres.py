@@ -15,9 +15,10 @@ pixel covers exactly ``s × s`` high-resolution ones.
 **``--data photos:DIR``** (:func:`photo_data`): every image file under DIR (decoded by
 ``cnnkit.data.images.read_image``, RGB), split into train / valid / test images (seeded), each
 photo and its low-resolution version kept as uint8 RGB. Training batches are random patches: a
-``patch_size`` high-resolution patch (default 96 px) and its aligned low-resolution patch, photos
-drawn in proportion to their number of patch positions, each patch flipped and rotated by one of
-the 8 symmetries of the square (``dihedral``); patch ``i`` of the virtual set is a function of
+``patch_size`` high-resolution patch (default 96 px) and its aligned low-resolution patch, from a
+photo drawn uniformly (each photo equally often, whatever its size: drawn by area, one large
+smooth photo, a retina scan or a night sky, would fill most batches with flat patches), at a
+uniform position, flipped and rotated by one of the 8 symmetries of the square (``dihedral``); patch ``i`` of the virtual set is a function of
 ``(seed, i)`` alone and each epoch's sampler draws ``patches`` indices from the loader's seeded
 generator, so a run repeats exactly whatever ``--workers`` is. Validation and test batches are whole
 photos (one per batch), centre-cropped to at most ``eval_crop`` pixels a side. An item is
@@ -163,20 +164,15 @@ class PatchDataset(Dataset):
     ) -> None:
         self.lr, self.hr, self.scale, self.lr_patch = list(lr), list(hr), scale, lr_patch
         self.seed, self.dihedral = seed, dihedral
-        positions = [
-            (image.shape[1] - lr_patch + 1) * (image.shape[2] - lr_patch + 1) for image in self.lr
-        ]
-        if not positions or min(positions) < 1:
+        if not self.lr or min(min(image.shape[1:]) for image in self.lr) < lr_patch:
             raise ValueError(f"PatchDataset: every photo must hold a {lr_patch}-pixel LR patch")
-        self.cumulative = np.cumsum(positions)
 
     def __len__(self) -> int:
         return VIRTUAL_PATCHES
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         rng = np.random.default_rng((self.seed, index))
-        # a photo in proportion to its patch positions, then a position in it
-        photo = int(np.searchsorted(self.cumulative, rng.integers(self.cumulative[-1]), "right"))
+        photo = int(rng.integers(len(self.lr)))  # each photo equally often, then a position
         lr, hr, p, s = self.lr[photo], self.hr[photo], self.lr_patch, self.scale
         top = int(rng.integers(lr.shape[1] - p + 1))
         left = int(rng.integers(lr.shape[2] - p + 1))
