@@ -65,7 +65,7 @@ def sample_photo(name: str) -> np.ndarray:
     """The photo ``name`` as an (H, W, 3) uint8 array."""
     if name not in SAMPLE_PHOTOS:
         raise ValueError(f"unknown photo {name!r}; choose one of: {', '.join(SAMPLE_PHOTOS)}")
-    image = SAMPLE_PHOTOS[name]()
+    image = np.array(SAMPLE_PHOTOS[name](), copy=True)  # writable, so torch.from_numpy can share it
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(
             f"photo {name!r}: expected (H, W, 3) uint8, got {image.dtype} {image.shape}"
