@@ -287,6 +287,24 @@ def test_an_epochs_batches_repeat_under_the_seed(tmp_path):
     assert x.shape == (1, 1, 26, 30) and target["hr"].shape == (1, 1, 52, 60)
 
 
+def test_the_patch_sampler_draws_what_randomsampler_drew_for_the_shipped_weights():
+    from torch.utils.data import RandomSampler
+
+    from cnnkit.data.superres import VIRTUAL_PATCHES, RandomPatches
+
+    class Virtual:
+        def __len__(self) -> int:
+            return VIRTUAL_PATCHES
+
+    for count in (45, 64):
+        expected = RandomSampler(
+            Virtual(), replacement=True, num_samples=count,
+            generator=torch.Generator().manual_seed(3),
+        )  # fmt: skip
+        found = RandomPatches(count, torch.Generator().manual_seed(3))
+        assert list(found) == list(expected)
+
+
 def test_photo_errors_name_the_file(tmp_path):
     from cnnkit.data.datasets import load_data
 

@@ -33,7 +33,7 @@ Options (``--data-option``): ``scale`` (set from the model's ``--model-option sc
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cnnkit.data.datasets import SPLITS, Augment, DataMeta, ImageData
 
@@ -184,6 +184,26 @@ class PatchDataset(Dataset):
         return lr_y, {"hr": hr_y, "lr": lr_y}
 
 
+class RandomPatches(Sampler[int]):
+    """``count`` indices of the virtual patch set, drawn from ``generator`` (the loader's, which the
+    ``Trainer`` reseeds every epoch). Not a ``RandomSampler``: sharding one under torchrun would
+    permute all :data:`VIRTUAL_PATCHES` indices, so ``photos:DIR`` trains in one process (under
+    torchrun the trainer refuses this sampler with a clear error)."""
+
+    def __init__(self, count: int, generator: torch.Generator) -> None:
+        self.count, self.generator = count, generator
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[int]:
+        # in draws of 32, as RandomSampler(replacement=True) makes them (the shipped weights were
+        # trained with one), so the same seed gives the same patches
+        for start in range(0, self.count, 32):
+            size = min(32, self.count - start)
+            yield from torch.randint(VIRTUAL_PATCHES, (size,), generator=self.generator).tolist()
+
+
 class WholePhotos(Dataset):
     """Whole photos as items ``(lr_y, {"hr": hr_y, "lr": lr_y})`` (served one per batch)."""
 
@@ -231,9 +251,7 @@ class PhotoPatches(ImageData):
             lr, hr, self.scale, self.patch_size // self.scale, seed, self.dihedral
         )
         generator = torch.Generator().manual_seed(seed)  # the Trainer reseeds it every epoch
-        sampler = RandomSampler(
-            dataset, replacement=True, num_samples=self.patches, generator=generator
-        )
+        sampler = RandomPatches(self.patches, generator)
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -264,7 +282,9 @@ def find_photos(root: Path) -> list[Path]:
     return files
 
 
-def _centre_crop(lr: torch.Tensor, hr: torch.Tensor, scale: int, size: int | None) -> Any:
+def _centre_crop(
+    lr: torch.Tensor, hr: torch.Tensor, scale: int, size: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The centre of an aligned pair, at most ``size`` high-resolution pixels a side."""
     if size is None:
         return lr, hr
