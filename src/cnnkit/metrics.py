@@ -1,4 +1,5 @@
-"""Segmentation metrics from a confusion matrix: pure tensor functions, no host copies.
+"""Metrics as pure tensor functions, no host copies: segmentation's from a confusion matrix (below),
+super-resolution's PSNR and SSIM (:func:`psnr`, :func:`ssim`, at the end).
 
 Convention (scikit-learn's ``confusion_matrix`` and Keras' ``MeanIoU``): ``matrix[i, j]`` counts the
 pixels of true class i predicted as class j; rows are targets, columns predictions.
@@ -128,3 +129,57 @@ class ConfusionMatrix:
             "mean_iou": mean_iou_from_matrix(self.matrix),
             "iou": per_class_iou(self.matrix),
         }
+
+
+# ---- image quality (super-resolution) ------------------------------------------------------------
+# PSNR and SSIM come from torchmetrics (imported when first used), SSIM as Wang et al. 2004 define it
+# and the SR papers report it (11 x 11 Gaussian window, sigma 1.5, K1 = 0.01, K2 = 0.03).
+# tests/test_superres.py checks both against skimage.metrics.
+SSIM_WINDOW_RADIUS = 5  # the 11 x 11 window's
+
+
+def crop_border(images: torch.Tensor, border: int) -> torch.Tensor:
+    """``images`` (..., H, W) without ``border`` pixels on each side (the SR papers' "shave")."""
+    if border < 0 or 2 * border >= min(images.shape[-2:]):
+        raise ValueError(
+            f"crop_border: border {border} on images of {images.shape[-1]}x{images.shape[-2]}; "
+            "expected a border >= 0 that leaves pixels"
+        )
+    return images[..., border : images.shape[-2] - border, border : images.shape[-1] - border]
+
+
+def psnr(
+    pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, border: int = 0
+) -> torch.Tensor:
+    """Peak signal-to-noise ratio of each image, in dB: (N,) for (N, C, H, W) batches,
+    ``10 log10(data_range² / MSE)`` over the image without ``border`` pixels a side
+    (``torchmetrics.functional.image.peak_signal_noise_ratio``)."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
+    pred, target = crop_border(pred.float(), border), crop_border(target.float(), border)
+    return peak_signal_noise_ratio(
+        pred, target, data_range=data_range, reduction="none", dim=(1, 2, 3)
+    )
+
+
+def ssim(
+    pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0, border: int = 0
+) -> torch.Tensor:
+    """Structural similarity of each image: (N,) for (N, C, H, W) batches, over the image without
+    ``border`` pixels a side: the mean of the SSIM map over the positions where the 11 x 11 window
+    lies inside the image, as Wang et al.'s MATLAB ``ssim`` and ``skimage.metrics.structural_similarity``
+    average it. The map is torchmetrics' (``structural_similarity_index_measure``); its own mean also
+    counts the positions that see its reflect padding, so the window radius is cropped here."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    pred, target = crop_border(pred.float(), border), crop_border(target.float(), border)
+    if min(pred.shape[-2:]) <= 2 * SSIM_WINDOW_RADIUS:
+        raise ValueError(
+            f"ssim: images of {pred.shape[-1]}x{pred.shape[-2]} after a {border}-pixel border "
+            "crop; SSIM's 11 x 11 window needs more than 10 x 10"
+        )
+    _, full = structural_similarity_index_measure(
+        pred, target, data_range=data_range, reduction="none", return_full_image=True
+    )
+    inside = crop_border(full, SSIM_WINDOW_RADIUS)  # N x C x H-10 x W-10
+    return inside.reshape(len(inside), -1).mean(1)

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "segment": "segment image files with a trained segment run: colour overlays with a legend",
     "detect": "draw a detection run's boxes on image files and write them as COCO results",
     "slide": "slide a trained classifier over a larger image in one pass: class heat maps",
+    "upscale": "super-resolve image files x2 or x4 (the shipped weights, or a superres run's)",
     "models": "list the registered models",
     "summary": "per-layer table: shapes, parameters, FLOPs and the memory of a step",
     "filters": "draw the notes' feature maps: two sample images through 7x7 line filters",

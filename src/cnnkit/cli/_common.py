@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 OPTIMIZER_CHOICES = ("sgd", "adam", "adamw", "nadam", "rmsprop")
 NONFINITE_CHOICES = ("stop", "skip")
 SCHEDULE_CHOICES = ("constant", "step", "cosine", "onecycle")
-TASK_CHOICES = ("classify", "localize", "detect", "segment")
+TASK_CHOICES = ("classify", "localize", "detect", "segment", "superres")
 
 
 def parse_options(pairs: list[str], option: str = "--model-option") -> dict[str, Any]:
@@ -106,7 +106,8 @@ def add_training_arguments(p: argparse.ArgumentParser, *, model_required: bool =
         "--data",
         default="fashion-mnist",
         help="fashion-mnist, scenes (Fashion-MNIST items on 128x128 canvases), a folder with one "
-        "sub-folder per class, or a .csv/.json list; for --task segment a folder of images/ and masks/",
+        "sub-folder per class, or a .csv/.json list; for --task segment a folder of images/ and masks/; "
+        "for --task superres photos:DIR (random patches of any folder of photos)",
     )
     p.add_argument("--data-root", default=None, help="folder holding a named dataset's files")
     p.add_argument(

@@ -4,7 +4,11 @@
   (greyscale PNGs), the annotations and ``DIR/preview.png`` (``cnnkit.data.scenes``);
 - ``cnnkit data show PATH --out preview.png`` draws the first images with their boxes and masks;
 - ``cnnkit data convert PATH --to yolo --out DIR`` rewrites a dataset in another format, images
-  copied (``cnnkit.data.annotations``).
+  copied (``cnnkit.data.annotations``);
+- ``cnnkit data photos --out DIR [--held-out]`` writes the colour photos scikit-learn and
+  scikit-image install as PNGs, a folder for ``--task superres --data photos:DIR``
+  (``cnnkit.data.photos``; ``--held-out``: the README's test photos instead; each PNG written
+  atomically).
 
 Every dataset folder is built under a temporary name and renamed into place when complete.
 """
@@ -81,11 +85,34 @@ def register(p: argparse.ArgumentParser) -> None:
     convert.add_argument(
         "--skip-invalid", action="store_true", help="skip bad records, warn at the end"
     )
+
+    photo_parser = actions.add_parser(
+        "photos",
+        help="write the colour photos scikit-learn and scikit-image install (superres training)",
+        description="Write the real colour photos that scikit-learn and scikit-image install as "
+        "PNGs: the training photos, or with --held-out the photos the README measures on.",
+    )
+    photo_parser.add_argument(
+        "--out", required=True, help="folder to write NAME.png into (created)"
+    )
+    photo_parser.add_argument(
+        "--held-out", action="store_true", help="the held-out test photos instead of the others"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"make-scenes": make_scenes, "show": show, "convert": convert}[args.action](args)
+    actions = {"make-scenes": make_scenes, "show": show, "convert": convert, "photos": photos}
+    return actions[args.action](args)
+
+
+def photos(args: argparse.Namespace) -> int:
+    from cnnkit.data.photos import write_sample_photos
+
+    paths = write_sample_photos(args.out, held_out=args.held_out)
+    which = "held-out" if args.held_out else "training"
+    print(f"wrote {len(paths)} {which} photos to {args.out}: {', '.join(p.stem for p in paths)}")
+    return 0
 
 
 def _print_warnings(warnings: list[str]) -> None:

@@ -12,7 +12,7 @@ from cnnkit.models import create_model, list_models, model_info
 def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'resnet*'")
     p.add_argument(
-        "--task", default=None, choices=["classify", "localize", "detect", "segment"],
+        "--task", default=None, choices=["classify", "localize", "detect", "segment", "superres"],
         help="only the models with this output contract (default: every task's)",
     )  # fmt: skip
     p.set_defaults(func=run)

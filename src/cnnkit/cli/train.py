@@ -191,6 +191,7 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
         )
     args.out = args.out or str(default_run_dir(task.name, args.model))
     seed_everything(args.seed)
+    options = parse_options(args.model_option)
     data = load_data(
         args.data,
         root=args.data_root,
@@ -198,7 +199,11 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
         seed=args.seed,
         workers=args.workers,
         task=task.name,
-        options=parse_options(args.data_option, "--data-option"),
+        # options the model decides (superres: its scale), then --data-option's
+        options={
+            **task.data_options(args.model, options),
+            **parse_options(args.data_option, "--data-option"),
+        },
     ).limit("train", args.train_limit)
     min_size = model_info(args.model).min_size
     if min(data.input_size[1:]) < min_size:
@@ -206,7 +211,6 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
             f"--model {args.model} takes images of at least {min_size}x{min_size}; {data.name} is "
             f"{data.input_size[1]}x{data.input_size[2]}: pass --image-size {min_size} (or larger)"
         )
-    options = parse_options(args.model_option)
     # Options the data decides (detect: anchors by K-Means on the training boxes), recorded with
     # the model's options so that create_model rebuilds the same model; --model-option wins.
     options = {**task.model_options_from_data(data), **options}

@@ -455,12 +455,22 @@ def load_data(
     options: dict[str, Any] | None = None,
 ) -> ImageData:
     """A dataset by name (``fashion-mnist``, ``scenes``) or path (a folder of class sub-folders, or a .csv or
-    .json list of images; for ``task="segment"`` a folder of ``images/`` and ``masks/``), seen at ``channels`` × ``image_size`` × ``image_size`` (default: the
+    .json list of images; for ``task="segment"`` a folder of ``images/`` and ``masks/``; for
+    ``task="superres"`` ``photos:DIR``, patches of any folder of photos), seen at ``channels`` × ``image_size`` × ``image_size`` (default: the
     data's own for named datasets, 3 × 224 for image files) and normalized with ``mean``/``std``
     (default: computed on the training split)."""
     name = str(source)
     if name in DATASETS:
         return DATASETS[name](root, channels, image_size, mean, std, task=task, options=options)
+    if name.startswith("photos:") or task == "superres":  # cnnkit.data.superres
+        from cnnkit.data.superres import PREFIX, photo_data
+
+        if not name.startswith(PREFIX):
+            raise ValueError(
+                f"--data {name!r}: the superres task trains on {PREFIX}DIR, random patches of a "
+                "folder of photos"
+            )
+        return photo_data(name.removeprefix(PREFIX), options=options, seed=seed, task=task)
     path = Path(source)
     if task == "segment":  # a folder of images/ and masks/ (cnnkit.data.segmentation)
         from cnnkit.data.segmentation import segmentation_data
@@ -484,6 +494,10 @@ def load_data(
 def load_data_from_meta(meta: DataMeta, workers: int = 2) -> ImageData:
     """The splits a run was trained on, from its recorded :class:`DataMeta`."""
     source = meta.source
+    if source.get("format") == "photos":
+        from cnnkit.data.superres import photo_data_from_meta
+
+        return replace(photo_data_from_meta(meta), meta=meta)
     if meta.name in DATASETS:
         data = DATASETS[meta.name](
             source.get("root"), meta.input_size[0], meta.input_size[1], meta.mean, meta.std,

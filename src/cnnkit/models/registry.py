@@ -4,7 +4,8 @@
 tools need to know without building it: the paper's input size, the smallest input it accepts, the
 attribute path of its classifier (so transfer learning knows where the head is), the paper, and the
 task whose output contract it follows: "classify" ((N, num_classes) logits), "segment"
-((N, num_classes, H, W) logits at the input size) or "localize" (``{"logits", "boxes"}``).
+((N, num_classes, H, W) logits at the input size), "localize" (``{"logits", "boxes"}``) or
+"superres" ((N, num_classes, scale·H, scale·W): the upscaled image, ``models/superres.py``).
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ class ModelInfo:
     min_size: int  # smallest height/width the model accepts
     classifier: str  # attribute path of the final dense layer, e.g. "fc" or "head.fc"
     paper: str
-    task: str = "classify"  # the output contract (docs/ARCHITECTURE.md): classify, detect, segment, localize
+    task: str = "classify"  # the output contract (docs/ARCHITECTURE.md): classify, detect, segment, localize, superres
 
 
-TASKS = ("classify", "detect", "segment", "localize")
+TASKS = ("classify", "detect", "segment", "localize", "superres")
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
@@ -46,7 +47,8 @@ def register_model(
 
     ``task`` names the output contract (``docs/ARCHITECTURE.md``): ``"classify"`` (N, num_classes)
     logits, ``"detect"`` a detection grid (``models/yolo.py``), ``"segment"`` (N, K, H, W) logits,
-    ``"localize"`` ``{"logits": (N, K), "boxes": (N, 4)}`` (``models/localizer.py``)."""
+    ``"localize"`` ``{"logits": (N, K), "boxes": (N, 4)}`` (``models/localizer.py``),
+    ``"superres"`` the upscaled image (N, num_classes, scale·H, scale·W) (``models/superres.py``)."""
     if task not in TASKS:
         raise ValueError(f"register_model: task={task!r}; expected one of {', '.join(TASKS)}")
 

@@ -213,3 +213,71 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"{path}: expected a dict of tensors (a state dict), found {type(obj).__name__}"
         )
     return obj
+
+
+# ---- super-resolution weights shipped with cnnkit ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class SuperResWeights:
+    """Super-resolution weights that cnnkit ships as package data (``cnnkit/pretrained/FILE``):
+    the registered ``model`` built with ``scale`` and ``options`` (Y in, Y out), the file's full
+    sha256 (verified on every load), and ``meta``: how they were trained and what they measured."""
+
+    name: str
+    model: str
+    scale: int
+    options: dict
+    filename: str
+    sha256: str
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        """Where the package holds the file."""
+        return Path(__file__).parent / self.filename
+
+
+def _superres(scale: int, sha256: str, measured: dict) -> SuperResWeights:
+    return SuperResWeights(
+        name=f"espcn_x{scale}.photos",
+        model="espcn",
+        scale=scale,
+        options={"residual": True},
+        filename=f"superres_x{scale}.safetensors",
+        sha256=sha256,
+        meta={
+            "origin": "trained by benchmarks/train_superres.py on the colour photos that "
+            "scikit-learn and scikit-image install, less the held-out ones "
+            "(cnnkit.data.photos.HELD_OUT)",
+            "held_out_psnr_gain_db": measured,
+        },
+    )
+
+
+# The digests benchmarks/train_superres.py printed for the files it wrote; the gains are
+# benchmarks/superres_table.py's (PSNR on Y over PIL bicubic, border crop = scale).
+SUPERRES_WEIGHTS: dict[int, SuperResWeights] = {
+    2: _superres(
+        2,
+        "0f547b3a87956fa1b07400240cb749b892e5f81fe3f86725405392980e3b79cb",
+        {"astronaut": 1.21, "china": 0.48},
+    ),
+    4: _superres(
+        4,
+        "05a87e3733be90795231d5f4dea765adbf4f1d8a8bcd838fa5fb5ab4bf8d18b6",
+        {"astronaut": 0.76, "china": 0.20},
+    ),
+}
+
+
+def superres_weights(scale: int) -> SuperResWeights:
+    """The shipped super-resolution weights for ``scale``; another scale lists the shipped ones."""
+    try:
+        return SUPERRES_WEIGHTS[scale]
+    except KeyError:
+        raise ValueError(
+            f"no shipped super-resolution weights for scale {scale}; shipped: "
+            f"{', '.join(f'x{s}' for s in sorted(SUPERRES_WEIGHTS))} (or train a run: "
+            "cnnkit train --task superres)"
+        ) from None

@@ -132,6 +132,11 @@ class Task(ABC):
             name, num_classes=len(meta.class_names), in_channels=meta.input_size[0], **options
         )
 
+    def data_options(self, model: str, options: dict[str, Any]) -> dict[str, Any]:
+        """Data options the model decides, given to ``load_data`` (super-resolution: the data's
+        low-resolution images are made at the model's ``scale``); ``--data-option`` overrides them."""
+        return {}
+
     def model_options_from_data(self, data: ImageData) -> dict[str, Any]:
         """Model options the training data decides (detection: anchors by K-Means on the training
         boxes), recorded with the model's options so that ``create_model`` rebuilds the same model;

@@ -15,6 +15,7 @@ _MODULES = (
     "cnnkit.tasks.localize",
     "cnnkit.tasks.detect",
     "cnnkit.tasks.segment",
+    "cnnkit.tasks.superres",
 )
 
 T = TypeVar("T", bound=type[Task])
