@@ -40,10 +40,12 @@ def run(args: argparse.Namespace) -> int:
     props = read_metadata(path)
     batch = "N" if args.dynamic_batch else "1"
     c, h, w = meta.input_size
+    # superres graphs take any height and width (cnnkit.dynamic_size)
+    spatial = "height, width" if props.get("dynamic_size") == "true" else f"{h}, {w}"
     outputs = ", ".join(str(v) for v in json.loads(props["outputs"]))
     print(
         f"{path}: {config['model']['name']} ({task.name}), input {props['input_name']} "
-        f"({batch}, {c}, {h}, {w}) float32, outputs {outputs}, opset {opset}"
+        f"({batch}, {c}, {spatial}) float32, outputs {outputs}, opset {opset}"
     )
     print(
         f"  preprocessing: {meta.resize}, {props['input_scale']}, "

@@ -2,7 +2,8 @@
 
 By default with the weights cnnkit ships (``cnnkit.pretrained.superres``: ESPCN ×2 and ×4 trained
 on real photos, sha256-verified; no training needed); with ``--run RUN`` with a ``superres`` run's
-weights (its scale). The luminance Y goes through the model, the chroma through bicubic
+weights (its scale); with ``--onnx FILE`` with a superres run exported by ``cnnkit export``, run by
+onnxruntime (the same pixels as the run's, to onnxruntime's float rounding). The luminance Y goes through the model, the chroma through bicubic
 interpolation. ``--out`` names the file to write for one image (its extension picks the format),
 or a folder (created) that receives ``NAME_xS.png`` per image. Every file is written atomically.
 An unreadable image is reported on stderr, naming the file, and the others are still upscaled
@@ -15,6 +16,8 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import torch
 
 from cnnkit.cli import CLIError
 
@@ -34,11 +37,45 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", default=None, help="a `cnnkit train --task superres` run directory")
     p.add_argument("--checkpoint", choices=[BEST, LAST], default=BEST, help="with --run")
     p.add_argument(
+        "--onnx", default=None, metavar="FILE",
+        help="a superres run exported by `cnnkit export`, run with onnxruntime",
+    )  # fmt: skip
+    p.add_argument(
         "--out", required=True,
         help="the file to write (one image; .png, .jpg, .webp...) or a folder for NAME_xS.png files",
     )  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, mps or auto")
     p.set_defaults(func=run)
+
+
+class OnnxUpscaler(torch.nn.Module):
+    """A superres ONNX file (``cnnkit export``) as the module ``upscale`` takes: Y (N, 1, h, w) →
+    (N, 1, s·h, s·w) by onnxruntime, with the ``scale`` of its metadata. The graph takes any size
+    (``cnnkit.dynamic_size``), so large images go through in tiles as on the PyTorch path."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        from cnnkit.deploy.onnx import KEY_PREFIX, OnnxModel
+
+        try:
+            self.onnx = OnnxModel(path)
+        except (ImportError, FileNotFoundError, ValueError) as exc:
+            raise CLIError(str(exc)) from None
+        if self.onnx.task.model_task != "superres":
+            raise CLIError(
+                f"{path}: a {self.onnx.task.name} model; `cnnkit upscale --onnx` takes superres "
+                "exports"
+            )
+        scale = self.onnx.metadata.get("scale", "")
+        if not scale.isdigit() or int(scale) < 1:
+            raise CLIError(
+                f"{path}: metadata field '{KEY_PREFIX}scale' is {scale or 'missing'}; expected "
+                "the upscaling factor (a positive integer), as `cnnkit export` writes it"
+            )
+        self.scale = int(scale)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.onnx(y)
 
 
 def _writer(picture: Image.Image, fmt: str) -> Callable[[Path], None]:
@@ -56,7 +93,6 @@ def _image_format(path: Path) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
     import torchvision.transforms.v2.functional as TF
 
     from cnnkit.cli._common import ImageFiles, load_run
@@ -65,7 +101,15 @@ def run(args: argparse.Namespace) -> int:
     from cnnkit.pretrained.superres import load_superres, upscale
 
     device = pick_device(args.device)
-    if args.run is not None:
+    if args.run is not None and args.onnx is not None:
+        raise CLIError("--run and --onnx: give one of them")
+    model: torch.nn.Module
+    if args.onnx is not None:
+        onnx_model = OnnxUpscaler(args.onnx)
+        model, scale = onnx_model, onnx_model.scale
+        if args.scale is not None and args.scale != scale:
+            raise CLIError(f"--scale {args.scale}: {args.onnx} upscales by {scale}")
+    elif args.run is not None:
         _, _, model, task, _ = load_run(args.run, args.checkpoint)
         if task.model_task != "superres":
             raise CLIError(

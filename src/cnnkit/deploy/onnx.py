@@ -15,6 +15,8 @@ under a second each) and records in the ONNX ``metadata_props`` what a consumer 
 ``cnnkit.outputs``           the output names; ``cnnkit.postprocess`` what is (not) in the graph
 ``cnnkit.data``              the whole ``DataMeta.to_config()`` (JSON), from which cnnkit rebuilds it
 ``cnnkit.anchors``           detection: the anchors (JSON) and ``cnnkit.stride`` its decoding needs
+``cnnkit.scale``             superres: the upscaling factor, ``cnnkit.color``, ``cnnkit.chroma``,
+                             ``cnnkit.dynamic_size`` (any height and width)
 ===========================  ======================================================================
 
 What differs between tasks comes from the task's view (``cnnkit.deploy.views``): the output names,
@@ -123,7 +125,10 @@ def export_onnx(
         # the dynamo exporter where it fails or its graph disagrees with the model (AlexNet's
         # adaptive pool after a pool, Xception's 'same' padding): seconds per model.
         try:
-            data = _export_bytes(graph, example, names, opset, dynamic_batch, dynamo=dynamo)
+            data = _export_bytes(
+                graph, example, names, opset, dynamic_batch, dynamo=dynamo,
+                dynamic_size=view.dynamic_size,
+            )  # fmt: skip
         except (torch.onnx.errors.OnnxExporterError, RuntimeError) as exc:
             errors.append(f"{'dynamo' if dynamo else 'torchscript'} exporter: {str(exc)[:200]}")
             continue
@@ -154,8 +159,10 @@ def _export_bytes(
     dynamic_batch: bool,
     *,
     dynamo: bool,
+    dynamic_size: bool = False,
 ) -> bytes:
-    """One ``torch.onnx.export``, through a temporary file, into memory."""
+    """One ``torch.onnx.export``, through a temporary file, into memory; with ``dynamic_size`` the
+    input's and outputs' height and width are symbolic (``height``, ``width``; ``out_height``…)."""
     import tempfile
 
     folder = tempfile.TemporaryDirectory(prefix="cnnkit-onnx-")
@@ -166,7 +173,15 @@ def _export_bytes(
         warnings.simplefilter("ignore")
         try:
             if dynamo:
-                batch = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+                dims: dict[int, Any] = (
+                    {0: torch.export.Dim("batch", min=1)} if dynamic_batch else {}
+                )
+                if dynamic_size:
+                    dims |= {
+                        2: torch.export.Dim("height", min=2),
+                        3: torch.export.Dim("width", min=2),
+                    }
+                batch = (dims,) if dims else None
                 program = torch.onnx.export(
                     model,
                     (example,),
@@ -180,7 +195,13 @@ def _export_bytes(
                 assert program is not None
                 program.save(buffer)
             else:
-                axes = {name: {0: "batch"} for name in (INPUT_NAME, *names)}
+                axes: dict[str, dict[int, str]] = {
+                    name: {0: "batch"} if dynamic_batch else {} for name in (INPUT_NAME, *names)
+                }
+                if dynamic_size:
+                    axes[INPUT_NAME] |= {2: "height", 3: "width"}
+                    for name in names:
+                        axes[name] |= {2: "out_height", 3: "out_width"}
                 torch.onnx.export(
                     model,
                     (example,),
@@ -188,7 +209,7 @@ def _export_bytes(
                     input_names=[INPUT_NAME],
                     output_names=list(names),
                     opset_version=opset,
-                    dynamic_axes=axes if dynamic_batch else None,
+                    dynamic_axes=axes if dynamic_batch or dynamic_size else None,
                     dynamo=False,
                 )
             return buffer.read_bytes()

@@ -108,11 +108,12 @@ def write_report(
             )
     if test is not None:
         parts.extend(table.to_html() for table in view.extra_tables(model, task, test, names))
-        x, _ = next(iter(test))
+        x, y = next(iter(test))
         x = x[:samples]
         with torch.no_grad():
             decoded = task.decode(model.eval()(x))
-        drawn = view.draw(to_uint8_rgb(meta.to_display(x)), decoded, names)
+        targets = {k: v[:samples] for k, v in y.items()} if isinstance(y, dict) else y
+        drawn = view.draw_samples(to_uint8_rgb(meta.to_display(x)), decoded, targets, names)
         grid = make_grid(drawn, nrow=8, padding=2, pad_value=255)
         parts.append("<h2>Sample predictions</h2>")
         parts.append(_figure(data_uri(png_bytes(grid)), f"the first {len(x)} test images"))

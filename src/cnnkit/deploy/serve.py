@@ -77,17 +77,17 @@ def predict_html(served: ServedRun, image: torch.Tensor, layer: str) -> str:
     """The result panel for one decoded uint8 image: the input as the model sees it, the task
     view's prediction and the feature maps of ``layer``."""
     from cnnkit.deploy.features import capture, data_uri, maps_grid, png_bytes
-    from cnnkit.deploy.views import get_view, to_uint8_rgb
+    from cnnkit.deploy.views import get_view
 
-    x = served.meta.preprocess(image).unsqueeze(0)
+    view = get_view(served.task.name)
+    x, shown = view.app_input(served.meta, image)
+    x = x.unsqueeze(0)
     with served.lock, torch.no_grad():
         if layer not in served.layers:
             layer = served.layers[0] if served.layers else ""
         maps = capture(served.model, x, [layer]) if layer else {}
         output = served.model(x)
     decoded = served.task.decode(output)[0]
-    view = get_view(served.task.name)
-    shown = to_uint8_rgb(served.meta.to_display(x))[0]
     parts = [
         '<div class="result"><div>',
         f'<img class="input" alt="the input as the model sees it" src="{data_uri(png_bytes(shown))}">',
@@ -144,6 +144,8 @@ def create_app(runs: dict[str, ServedRun], limits: UploadLimits | None = None) -
     from starlette.responses import HTMLResponse, PlainTextResponse
     from starlette.routing import Route
 
+    from cnnkit.deploy.views import get_view
+
     limits = limits or UploadLimits()
 
     def error(
@@ -176,7 +178,8 @@ def create_app(runs: dict[str, ServedRun], limits: UploadLimits | None = None) -
             return error(f"the form could not be read ({exc})")
         served = runs.get(chosen) or next(iter(runs.values()))
         try:
-            image = await run_in_threadpool(decode_upload, data, served.meta.channels, limits)
+            channels = get_view(served.task.name).upload_channels or served.meta.channels
+            image = await run_in_threadpool(decode_upload, data, channels, limits)
             body = await run_in_threadpool(predict_html, served, image, layer)
         except UploadError as exc:
             return error(f"{upload.filename}: {exc}", served.key, layer)

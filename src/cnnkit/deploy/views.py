@@ -7,8 +7,8 @@ the browser app's result panel. A task without a view of its own gets :class:`Ta
 shows the lines of ``Task.format_prediction`` and the scalar test metrics, so every task is served.
 
 A new task adds its view with ``@register_view``. Classification's view is here; localization's,
-detection's and segmentation's are one module each (``views_localize.py``, ``views_detect.py``,
-``views_segment.py``), imported at the end of this one so that ``get_view`` knows every task.
+detection's, segmentation's and super-resolution's are one module each (``views_localize.py``,
+``views_detect.py``, ``views_segment.py``, ``views_superres.py``), imported at the end of this one so that ``get_view`` knows every task.
 """
 
 from __future__ import annotations
@@ -50,6 +50,11 @@ class TaskView:
     output_names: tuple[str, ...] = ("output",)
     #: what the graph computes, recorded in the ONNX metadata (``cnnkit.postprocess``)
     postprocess: str = "none in the graph: the raw model output; cnnkit decodes it with the task"
+    #: the ONNX graph takes any height and width (a fully convolutional model whose output size
+    #: follows the input's: super-resolution); else the data's input size, fixed
+    dynamic_size: bool = False
+    #: the channels an upload is decoded to for the app (None: the run's ``meta.channels``)
+    upload_channels: int | None = None
 
     # ---- ONNX: the graph's outputs are tensors; the task decodes what the model returns
     def graph_outputs(self, output: Any) -> tuple[torch.Tensor, ...]:
@@ -72,6 +77,20 @@ class TaskView:
     def draw(self, images: torch.Tensor, decoded: Any, class_names: Sequence[str]) -> torch.Tensor:
         """uint8 RGB images (N, 3, H, W) with their predictions drawn (default: unchanged)."""
         return images
+
+    def draw_samples(
+        self, images: torch.Tensor, decoded: Any, targets: Any, class_names: Sequence[str]
+    ) -> torch.Tensor:
+        """The report's sample predictions, with the test split's ``targets`` at hand for a view
+        that shows them beside the prediction (default: ``draw``, which needs none)."""
+        return self.draw(images, decoded, class_names)
+
+    def app_input(self, meta: Any, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """An uploaded uint8 image (C, H, W) → (the model's input (C', H', W'), the uint8 RGB
+        image shown beside the result and given to ``result_html``). Default: the run's
+        validation preprocessing (``meta.preprocess``) and the input as the model sees it."""
+        x = meta.preprocess(image)
+        return x, to_uint8_rgb(meta.to_display(x.unsqueeze(0)))[0]
 
     def tables(self, metrics: dict[str, Any], class_names: Sequence[str]) -> list[Table]:
         """The report's tables from ``test_metrics.json`` (default: its numbers)."""
@@ -259,4 +278,9 @@ def to_uint8_rgb(display: Any) -> torch.Tensor:
 
 
 # The other tasks' views, one module each. Imported last: they import this module's names.
-from cnnkit.deploy import views_detect, views_localize, views_segment  # noqa: E402, F401
+from cnnkit.deploy import (  # noqa: E402, F401
+    views_detect,
+    views_localize,
+    views_segment,
+    views_superres,
+)

@@ -88,7 +88,9 @@ def fit_to_size(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Te
     upsampled map are at the end. Padding (needed only after 'valid' convolutions) repeats the edge.
     Written by hand because ``torchvision.transforms.v2.functional.center_crop`` crops both sides.
     """
-    height, width = int(size[0]), int(size[1])
+    # not int(): under torch.export the sizes are symbolic, and int() would fix them to the
+    # example's (the ONNX export of a super-resolution model takes any height and width)
+    height, width = size[0], size[1]
     x = x[..., :height, :width]
     pad_bottom, pad_right = height - x.shape[-2], width - x.shape[-1]
     if pad_bottom > 0 or pad_right > 0:
@@ -107,7 +109,9 @@ def bicubic_resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch
     ``tests/test_superres.py`` checks it against PIL to 1e-5. Values are not clamped: bicubic
     overshoots at edges, as PIL's float resize does.
     """
-    height, width = int(size[0]), int(size[1])
+    # not int(): under torch.export the sizes are symbolic, and int() would fix them to the
+    # example's (the ONNX export of a super-resolution model takes any height and width)
+    height, width = size[0], size[1]
     if tuple(x.shape[-2:]) == (height, width):
         return x
     return F.interpolate(

@@ -67,8 +67,8 @@ def upscale_y(
     scale = int(getattr(model, "scale", 0))
     if scale < 1:
         raise ValueError(f"upscale_y: {type(model).__name__} has no integer 'scale' attribute")
-    param = next(model.parameters())
-    y = y.to(param.device, param.dtype)
+    param = next(model.parameters(), None)  # none: an ONNX graph run by onnxruntime (CPU)
+    y = y.to(param.device, param.dtype) if param is not None else y.float().cpu()
     height, width = y.shape[-2:]
     if height <= tile + 2 * margin and width <= tile + 2 * margin:
         return model(y).clamp(0, 1)
