@@ -31,11 +31,12 @@ What it does, in order, on one machine, one thing at a time (never two trainings
    ``model.predict`` on the float tensor, conf 0.25, its fused model), interleaved round after
    round in one process (``--rounds``), medians reported.
 
-Everything Ultralytics needs runs in its own virtual environment (``peer_venv.py``: it sees
-cnnkit's torch, and adds the pinned packages below), with ``YOLO_OFFLINE=1`` and its settings
-file inside ``--out`` (sync and every logger off): nothing is downloaded, no fonts (no plots).
-Run it alone on the machine: the lead's figures are measured that way. Output: a markdown table,
-the CPU's model name and flags, and ``--out/results.json``.
+Everything Ultralytics needs runs in its own virtual environment (``peers.py``: it sees cnnkit's
+torch, and adds the pinned packages below), with ``YOLO_OFFLINE=1`` and its settings file inside
+``--out`` (sync and every logger off): nothing is downloaded, no fonts (no plots), and the steps
+in that environment refuse every connection (``peers.forbid_network``), so an attempt would stop
+the run rather than pass unnoticed. Run it alone on the machine. Output: a markdown table, the
+CPU's model name and flags, and ``--out/results.json``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from peers import (
     budget_seconds,
     child_environment,
     cpu_description,
+    forbid_network,
     interleaved_speed,
     peer_python,
     run,
@@ -223,6 +225,8 @@ def main(args: argparse.Namespace) -> None:
             "extra_args": args.cnnkit_arg,
             "epochs": cnnkit_epochs,
             "train_wall_s": cnnkit_wall,
+            # the run's own test report, on the same test scenes (a cross-check of the scores)
+            "run_test_metrics": json.loads((out / "cnnkit" / "test_metrics.json").read_text()),
             **measured["cnnkit"],
         },
         "ultralytics": {
@@ -261,12 +265,19 @@ def print_table(results: dict[str, Any]) -> None:
             f"| {speed['1']['median']:.1f} | {speed['32']['median']:.1f} | {budget:g} s "
             f"| {r['epochs']} | {r['train_wall_s']:.0f} s |"
         )
+    own = results["cnnkit"]["run_test_metrics"]
+    print(
+        f"\n(cnnkit's run reported {own['test_map']:.4f} / {own['test_map_50']:.4f} on the same "
+        "test scenes in its own test report)"
+    )
     print(f"\nlscpu model name: {results['cpu']['model_name']}")
     print(f"lscpu flags: {results['cpu']['flags']}")
 
 
 # ---------------------------------------------------------------- stage: yolo-train (peer venv)
 def yolo_train(args: argparse.Namespace) -> None:
+    forbid_network()
+    import torch
     import ultralytics
     import ultralytics.utils.torch_utils as torch_utils
     from ultralytics import YOLO, settings
@@ -293,12 +304,15 @@ def yolo_train(args: argparse.Namespace) -> None:
         "epochs": int(trainer.epoch - trainer.start_epoch + 1),
         "train_call_s": seconds,
         "best": str(trainer.best),
+        "optimizer": type(trainer.optimizer).__name__,
+        "torch_threads": torch.get_num_threads(),
     }
     atomic_write_bytes(args.out / "yolo-train.json", (json.dumps(result, indent=1) + "\n").encode())
 
 
 # ---------------------------------------------------------------- stage: measure (peer venv)
 def measure(args: argparse.Namespace) -> None:
+    forbid_network()
     from importlib.metadata import version
 
     import numpy as np

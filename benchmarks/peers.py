@@ -102,6 +102,21 @@ def run(command: list[Any], env: dict[str, str], log: Path) -> float:
     return time.perf_counter() - start
 
 
+def forbid_network() -> None:
+    """Make every connection attempt and name lookup of this process an error, so a peer
+    library that reaches for the network (weights, fonts, telemetry, update checks) fails loudly
+    instead of depending on it."""
+    import socket
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(f"network access refused in a peer benchmark: {args[:2]}")
+
+    socket.socket.connect = refuse  # type: ignore[method-assign]
+    socket.socket.connect_ex = refuse  # type: ignore[method-assign]
+    socket.create_connection = refuse
+    socket.getaddrinfo = refuse
+
+
 def budget_seconds(text: str) -> float:
     """``--budget`` as ``cnnkit train --time-budget`` reads it (300, 90s, 5m)."""
     from cnnkit.cli._common import parse_duration
@@ -134,6 +149,10 @@ def interleaved_speed(
     (kernels are picked on the first call of a shape) and then ``images_per_setting`` images
     timed, so load from other processes hits all of them alike. Per name and batch size (as a
     string): the median, min and max over the rounds. Run it under ``torch.inference_mode``."""
+    if len(images) < max(batches):
+        raise ValueError(
+            f"speed: {len(images)} images, fewer than the largest batch {max(batches)}"
+        )
     rates: dict[tuple[str, int], list[float]] = {(n, b): [] for n in calls for b in batches}
     for _ in range(rounds):
         for batch in batches:
