@@ -26,6 +26,8 @@ What it does, in order, on one machine, one thing at a time (never two trainings
    (pycocotools' COCO summary) against the scenes' exact boxes. YOLOv8n predicts on the
    exported PNGs with ``conf=0.001``, ``max_det=100`` (the low threshold COCO evaluation needs,
    as ``yolo val`` uses); cnnkit decodes with its task's defaults (score >= 0.01, 100 per image).
+   Cross-checks, each library scoring itself by its own method, are recorded beside: cnnkit's
+   run's test report and Ultralytics' ``val`` on the test split.
 5. **Speed**: CPU images/s at batch 1 and 32, from a uint8 batch to per-image boxes after NMS,
    each library's default inference (cnnkit: normalize, model, ``task.decode``; Ultralytics:
    ``model.predict`` on the float tensor, conf 0.25, its fused model), interleaved round after
@@ -266,9 +268,11 @@ def print_table(results: dict[str, Any]) -> None:
             f"| {r['epochs']} | {r['train_wall_s']:.0f} s |"
         )
     own = results["cnnkit"]["run_test_metrics"]
+    theirs = results["ultralytics"]["own_val"]
     print(
-        f"\n(cnnkit's run reported {own['test_map']:.4f} / {own['test_map_50']:.4f} on the same "
-        "test scenes in its own test report)"
+        f"\nCross-checks on the same test scenes, mAP@[.5:.95] / mAP@0.5: cnnkit's own test report "
+        f"{own['test_map']:.4f} / {own['test_map_50']:.4f}; Ultralytics' own `val` "
+        f"{theirs['map']:.4f} / {theirs['map_50']:.4f}"
     )
     print(f"\nlscpu model name: {results['cpu']['model_name']}")
     print(f"lscpu flags: {results['cpu']['flags']}")
@@ -372,6 +376,13 @@ def measure(args: argparse.Namespace) -> None:
             "coco": mean_average_precision(predictions, targets, class_names=names),
             "images_per_s": speed[name],
         }
+    # Ultralytics' own evaluation of the same checkpoint on the same test split (its matching and
+    # interpolation, not pycocotools'): a cross-check that the boxes were converted right
+    own = yolo.val(
+        data=str(args.out / "data.yaml"), split="test", imgsz=args.canvas, batch=32, conf=0.001,
+        device="cpu", plots=False, verbose=False,
+    ).box  # fmt: skip
+    result["ultralytics"]["own_val"] = {"map": float(own.map), "map_50": float(own.map50)}
     atomic_write_bytes(args.out / "measure.json", (json.dumps(result, indent=1) + "\n").encode())
 
 
