@@ -33,3 +33,20 @@ def train_small_run(folder: Path, out: Path, *extra: str) -> Path:
     )  # fmt: skip
     assert code == 0
     return out
+
+
+def app_client(runs: list[Path]):
+    """A Starlette ``TestClient`` of ``cnnkit serve``'s app over ``runs``; the calling test is
+    skipped, with the reason, where the ``serve`` extra or Starlette's HTTP client is absent."""
+    import importlib.util
+
+    import pytest
+
+    pytest.importorskip("starlette", reason="the optional extra 'serve' is not installed")
+    if not any(importlib.util.find_spec(name) for name in ("httpx2", "httpx")):
+        pytest.skip("Starlette's TestClient needs httpx2 (Starlette >= 1.0) or httpx")
+    from starlette.testclient import TestClient
+
+    from cnnkit.deploy.serve import create_app, load_runs
+
+    return TestClient(create_app(load_runs(runs)))

@@ -5,7 +5,6 @@ skipped with the reason printed where they are absent."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import shutil
@@ -17,7 +16,7 @@ import urllib.request
 
 import pytest
 import torch
-from deploy_runs import CLASSES, make_fashion_folder, train_small_run
+from deploy_runs import CLASSES, app_client, make_fashion_folder, train_small_run
 from PIL import Image
 
 from cnnkit.deploy.uploads import UploadError, UploadLimits, decode_upload
@@ -78,14 +77,7 @@ def run(folder, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(run):
-    pytest.importorskip("starlette", reason="the optional extra 'serve' is not installed")
-    if not any(importlib.util.find_spec(name) for name in ("httpx2", "httpx")):
-        pytest.skip("Starlette's TestClient needs httpx2 (Starlette >= 1.0) or httpx")
-    from starlette.testclient import TestClient
-
-    from cnnkit.deploy.serve import create_app, load_runs
-
-    return TestClient(create_app(load_runs([run])))
+    return app_client([run])
 
 
 def _expected_class(run, path) -> str:

@@ -16,6 +16,7 @@ import re
 
 import pytest
 import torch
+from deploy_runs import app_client
 
 from cnnkit.cli import main
 from cnnkit.deploy.views import get_view
@@ -398,16 +399,7 @@ def test_each_report_draws_its_sample_predictions_offline(task_name, reports):
 
 @pytest.fixture(scope="module")
 def client(runs):
-    import importlib.util
-
-    pytest.importorskip("starlette", reason="the optional extra 'serve' is not installed")
-    if not any(importlib.util.find_spec(name) for name in ("httpx2", "httpx")):
-        pytest.skip("Starlette's TestClient needs httpx2 (Starlette >= 1.0) or httpx")
-    from starlette.testclient import TestClient
-
-    from cnnkit.deploy.serve import create_app, load_runs
-
-    return TestClient(create_app(load_runs([runs(task) for task in TASKS])))
+    return app_client([runs(task) for task in TASKS])
 
 
 def _post(client, run, path) -> str:

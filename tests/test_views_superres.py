@@ -17,6 +17,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from deploy_runs import app_client
 from PIL import Image
 from test_superres import smooth_photo, write_photos
 
@@ -145,16 +146,7 @@ def test_the_report_tabulates_psnr_and_ssim_against_bicubic_and_draws_samples_of
 
 @pytest.fixture(scope="module")
 def client(run):
-    import importlib.util
-
-    pytest.importorskip("starlette", reason="the optional extra 'serve' is not installed")
-    if not any(importlib.util.find_spec(name) for name in ("httpx2", "httpx")):
-        pytest.skip("Starlette's TestClient needs httpx2 (Starlette >= 1.0) or httpx")
-    from starlette.testclient import TestClient
-
-    from cnnkit.deploy.serve import create_app, load_runs
-
-    return TestClient(create_app(load_runs([run])))
+    return app_client([run])
 
 
 def _data_png(page: str, element_id: str) -> np.ndarray:
