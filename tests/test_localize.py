@@ -204,6 +204,33 @@ def test_the_soft_argmax_centre_is_the_centre_of_the_cell_that_dominates():
     assert centre(features)[0].tolist() == pytest.approx([0.875, 0.375])
 
 
+def test_the_dense_head_box_is_the_dominant_cells_centre_plus_its_offset_and_its_size():
+    from cnnkit.models.localizer import weighted_cell_box
+
+    cells = torch.zeros(1, 4, 16, 16)
+    cells[0, :, 5, 9] = torch.tensor([0.25, -0.5, 0.3, 0.4])  # row 5, column 9
+    weights = torch.zeros(1, 256)
+    weights[0, 5 * 16 + 9] = 1.0
+    # centre ((9 + 0.5 + 0.25) / 16, (5 + 0.5 - 0.5) / 16), the size passed through
+    expected = [9.75 / 16, 5.0 / 16, 0.3, 0.4]
+    assert weighted_cell_box(weights, cells)[0].tolist() == pytest.approx(expected)
+    # two cells weighted 1/4 and 3/4: the weighted mean of their boxes
+    cells[0, :, 0, 0] = torch.tensor([0.0, 0.0, 1.0, 2.0])
+    weights[0, 0], weights[0, 5 * 16 + 9] = 0.25, 0.75
+    mean = [0.25 * a + 0.75 * b for a, b in zip([0.5 / 16, 0.5 / 16, 1.0, 2.0], expected)]
+    assert weighted_cell_box(weights, cells)[0].tolist() == pytest.approx(mean)
+
+
+def test_the_dense_head_reads_the_stride_8_stage_and_starts_at_the_image_centre():
+    model = create_model("localizer", backbone="resnet18_narrow", centre="dense")
+    assert model.feature_info[model.dense.stage]["reduction"] == 8  # box_stage=-3 by default
+    out = model(torch.zeros(2, 1, 64, 64))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {"logits": (2, 10), "boxes": (2, 4)}
+    assert out["boxes"].flatten().tolist() == [0.5, 0.5, 0.0, 0.0] * 2  # zero-initialized scores
+    with pytest.raises(ValueError, match=r"box_stage=5 .* 5 stages; expected an index in \[-5, 4\]"):
+        create_model("localizer", backbone="resnet18_narrow", centre="dense", box_stage=5)
+
+
 def test_build_model_and_the_recorded_spec_build_the_same_model():
     from cnnkit.data.datasets import DataMeta
     from cnnkit.models.checkpoints import load_state_dict_strict

@@ -26,6 +26,18 @@ weights, and the centre is the weighted mean of the cells' centres, so it is in 
 construction. Class and size, which do not depend on where the object is, come from the pooled
 features as in the notes. ``centre="pooled"`` is the notes' head exactly (a dense layer of 4 on the
 pooled features), kept for comparison and for backbones that see the whole image.
+
+``centre="dense"`` goes one step further, for small maps: on ``resnet18_narrow`` at 128 px the last
+stage is 4×4 cells of 32 px, and a weighted mean of 16 cell centres placed boxes no better than a
+mean IoU of 0.67 (measured, ``docs/notes/issue-11.md``). The dense head reads a finer stage
+(``box_stage``, default the stride-8 one: 16×16 cells) merged with the last stage as a feature
+pyramid's top-down path does (Lin et al., "Feature Pyramid Networks for Object Detection", CVPR
+2017: a 1×1 lateral convolution plus the upsampled deeper map, then a 3×3 convolution), and every
+cell predicts the four box numbers itself — its centre as an offset from the cell's centre in cell
+units, and the size — as one-object detectors do (CenterNet, Zhou et al. 2019). The softmax of the
+cells' scores weights those predictions into one box, so the output is still four numbers in the
+task's encoding and the loss is the notes' MSE. The class reads the last stage's pooled features
+beside the same weights' pooling of the merged map (the features where the object is).
 """
 
 from __future__ import annotations
@@ -38,7 +50,7 @@ from torch import nn
 from cnnkit.models.features import create_backbone
 from cnnkit.models.registry import register_model
 
-CENTRES = ("soft-argmax", "pooled")
+CENTRES = ("soft-argmax", "pooled", "dense")
 
 
 class SoftArgmaxCentre(nn.Module):
@@ -62,6 +74,53 @@ class SoftArgmaxCentre(nn.Module):
         return torch.stack([cx, cy], dim=1)
 
 
+def weighted_cell_box(weights: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """One box (N, 4) from every cell's box: ``weights`` (N, h·w) sum to 1 over the cells (row-major),
+    ``cells`` (N, 4, h, w) hold each cell's ``(dx, dy, size_x, size_y)``: the centre is the cell's
+    centre ``((j + ½) / w, (i + ½) / h)`` plus ``(dx / w, dy / h)`` (offsets in cell units), the size
+    is passed through in the task's encoding; the weighted mean of the cells' boxes is the box."""
+    n, _, h, w = cells.shape
+    cells = cells.flatten(2)  # N x 4 x hw
+    xs = (torch.arange(w, device=cells.device, dtype=cells.dtype) + 0.5) / w
+    ys = (torch.arange(h, device=cells.device, dtype=cells.dtype) + 0.5) / h
+    cx = xs.repeat(h) + cells[:, 0] / w  # row-major: x varies fastest
+    cy = ys.repeat_interleave(w) + cells[:, 1] / h
+    per_cell = torch.stack([cx, cy, cells[:, 2], cells[:, 3]], dim=1)
+    return (per_cell * weights.unsqueeze(1)).sum(2)
+
+
+class DenseBoxHead(nn.Module):
+    """Stage maps → (box (N, 4), attention-pooled features (N, width)) — ``centre="dense"`` (module
+    docstring). ``stage`` indexes the maps (negative from the deepest); the deepest map is merged into
+    it top-down (upsampled, nearest, to its size). Scores and offsets start at zero, so training
+    starts from the mean of the cells' size predictions at the image centre."""
+
+    def __init__(self, channels: list[int], stage: int, width: int = 64) -> None:
+        super().__init__()
+        self.stage = stage
+        self.lateral = nn.Conv2d(channels[stage], width, 1)
+        self.top = nn.Conv2d(channels[-1], width, 1)
+        self.smooth = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+        )
+        self.score = nn.Conv2d(width, 1, 1)
+        self.box = nn.Conv2d(width, 4, 1)  # per cell: (dx, dy) in cell units, then the size
+        for conv in (self.score, self.box):
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, maps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        fine, deepest = maps[self.stage], maps[-1]
+        top = nn.functional.interpolate(self.top(deepest), size=fine.shape[-2:], mode="nearest")
+        merged = self.smooth(self.lateral(fine) + top)  # N x width x h x w
+        weights = self.score(merged).float().flatten(1).softmax(1)  # N x hw
+        box = weighted_cell_box(weights, self.box(merged).float())
+        pooled = (merged.float().flatten(2) * weights.unsqueeze(1)).sum(2)  # N x width
+        return box, pooled.to(merged.dtype)
+
+
 class Localizer(nn.Module):
     """A backbone's last stage → global average pooling → class logits and box size; the box centre
     from the map by soft-argmax (or, with ``centre="pooled"``, all four box numbers from the pooled
@@ -69,7 +128,9 @@ class Localizer(nn.Module):
 
     Args:
         backbone: a registered classification model, built with ``features_only=True``.
-        centre: ``"soft-argmax"`` or ``"pooled"`` (see the module docstring).
+        centre: ``"soft-argmax"``, ``"pooled"`` or ``"dense"`` (see the module docstring).
+        box_stage: ``centre="dense"`` only: the stage map the box is read from (an index into the
+            backbone's stages, negative from the deepest; default -3, stride 8 on the ResNets).
         backbone_options: more options for the backbone's builder (JSON, recorded in ``config.json``).
     """
 
@@ -80,6 +141,7 @@ class Localizer(nn.Module):
         backbone: str = "fashion_cnn",
         centre: str = "soft-argmax",
         backbone_options: dict[str, Any] | None = None,
+        box_stage: int = -3,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -90,17 +152,36 @@ class Localizer(nn.Module):
         self.feature_info = info
         channels = info[-1]["channels"]
         self.num_classes, self.centre_mode = num_classes, centre
-        self.classifier = nn.Linear(channels, num_classes)
-        if centre == "soft-argmax":
-            self.centre: nn.Module | None = SoftArgmaxCentre(channels)
+        self.dense: DenseBoxHead | None = None
+        if centre == "dense":
+            stages = [stage["channels"] for stage in info]
+            if not -len(stages) <= box_stage < len(stages):
+                raise ValueError(
+                    f"Localizer: box_stage={box_stage} but backbone {backbone!r} has "
+                    f"{len(stages)} stages; expected an index in [{-len(stages)}, {len(stages) - 1}]"
+                )
+            self.dense = DenseBoxHead(stages, box_stage)
+            channels_in = channels + self.dense.score.in_channels
+        else:
+            channels_in = channels
+        self.classifier = nn.Linear(channels_in, num_classes)
+        self.centre: nn.Module | None = None
+        if centre == "dense":
+            self.box = nn.Identity()  # the dense head holds the box
+        elif centre == "soft-argmax":
+            self.centre = SoftArgmaxCentre(channels)
             self.box = nn.Linear(channels, 2)  # the size: (sqrt(w), sqrt(h)) or (w, h)
         else:
-            self.centre = None
             self.box = nn.Linear(channels, 4)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        features = self.backbone(x)[-1]  # N x C x h x w, the last stage
+        maps = self.backbone(x)
+        features = maps[-1]  # N x C x h x w, the last stage
         pooled = features.mean((2, 3))  # N x C
+        if self.dense is not None:
+            box, attended = self.dense(maps)
+            logits = self.classifier(torch.cat([pooled, attended.to(pooled.dtype)], dim=1))
+            return {"logits": logits, "boxes": box.to(logits.dtype)}
         boxes = self.box(pooled)  # N x 2 (size) or N x 4
         if self.centre is not None:
             boxes = torch.cat([self.centre(features).to(boxes.dtype), boxes], dim=1)  # N x 4
@@ -120,7 +201,8 @@ def localizer(
     backbone: str = "fashion_cnn",
     centre: str = "soft-argmax",
     backbone_options: dict[str, Any] | None = None,
+    box_stage: int = -3,
 ) -> Localizer:
     """Class + box heads on ``backbone``'s stage features (defaults: the notes' Fashion-MNIST CNN on
     1-channel 128×128 scenes, ``cnnkit.data.scenes``)."""
-    return Localizer(num_classes, in_channels, backbone, centre, backbone_options)
+    return Localizer(num_classes, in_channels, backbone, centre, backbone_options, box_stage)
