@@ -19,10 +19,12 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from cnnkit.cli import main
 from cnnkit.data.annotations import write_dataset
 from cnnkit.data.datasets import load_data, load_data_from_meta
 from cnnkit.data.scenes import make_scenes
 from cnnkit.data.segmentation import IGNORE_INDEX, OBJECT_OFFSET, semantic_map
+from cnnkit.train import rundir
 
 I = IGNORE_INDEX  # noqa: E741
 
@@ -266,3 +268,56 @@ def test_skip_invalid_works_the_same_for_detection_and_only_for_annotation_files
     assert "field 'category_id'" in loaded.warnings[0]
     with pytest.raises(ValueError, match=r"--skip-invalid: .*--data 'scenes' with --task segment"):
         load_data("scenes", task="segment", skip_invalid=True)
+
+
+# ---- the command line ---------------------------------------------------------------------------
+def test_make_scenes_as_coco_trains_and_evaluates_a_segment_run(tmp_path, capsys, fashion_mnist):
+    scenes_dir, out = tmp_path / "scenes", tmp_path / "run"
+    assert main(["data", "make-scenes", "--out", str(scenes_dir), "--n", "12", "--canvas", "32",
+                 "--max-objects", "3", "--format", "coco", "--preview", "0"]) == 0  # fmt: skip
+    coco = scenes_dir / "annotations.json"
+    # the label maps are the generator's semantic masks (its default data: the training split)
+    expected = make_scenes(12, "train", 0, canvas=32, max_objects=3, data=fashion_mnist[0])
+    assert torch.equal(
+        load_data(coco, task="segment", fractions=(1, 0, 0)).train[1], expected.semantic
+    )
+    code = main(
+        ["train", "--task", "segment", "--model", "unet", "--data", str(coco),
+         "--model-option", "base_width=4", "--model-option", "depth=2", "--epochs", "1",
+         "--batch-size", "4", "--device", "cpu", "--out", str(out), "--no-progress"]
+    )  # fmt: skip
+    assert code == 0
+    config = json.loads((out / rundir.CONFIG).read_text())
+    assert (
+        config["data"]["class_names"][0] == "background"
+        and len(config["data"]["class_names"]) == 11
+    )
+    assert config["data"]["source"]["counts"] == {"train": 9, "valid": 2, "test": 1}
+    test = json.loads((out / rundir.TEST_METRICS).read_text())
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--device", "cpu"]) == 0
+    assert f"mean IoU        {test['test_mean_iou']:.4f}" in capsys.readouterr().out  # same split
+
+
+def test_train_skip_invalid_lists_what_it_left_out(tmp_path, capsys):
+    data = write_coco(tmp_path / "set")
+    unknown_category(data, None)
+    path = save_coco(tmp_path / "set", data)
+    args = ["train", "--task", "segment", "--model", "unet", "--data", str(path),
+            "--model-option", "base_width=2", "--model-option", "depth=1", "--epochs", "1",
+            "--batch-size", "2", "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert main([*args, "--out", str(tmp_path / "refused")]) == 2
+    assert "field 'category_id': unknown class 5" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "run"), "--skip-invalid"]) == 0
+    printed = capsys.readouterr().out
+    assert "warning: " in printed and "1 invalid record(s) skipped" in printed
+
+
+def test_resuming_without_skip_invalid_is_refused_naming_the_option():
+    from cnnkit.cli import CLIError
+    from cnnkit.cli._common import compare_resume_config
+
+    run = {"data": {"source": {"format": "segmentation-annotations", "skip_invalid": True}}}
+    now = {"data": {"source": {"format": "segmentation-annotations"}}}
+    with pytest.raises(CLIError, match=r"--skip-invalid \(data.source.skip_invalid absent now"):
+        compare_resume_config(run, now, "config.json")
