@@ -273,6 +273,30 @@ def test_coco_polygons_are_rasterized_as_pycocotools_does(tmp_path):
     assert torch.equal(mask, expected)
 
 
+def test_a_coco_polygon_outside_the_image_is_an_error_naming_the_point(tmp_path):
+    # pycocotools would clip the vertex (6, 3) to the 5 x 4 image without a word; the bbox is fine
+    write_images(tmp_path / "images", {"x.png": (5, 4)})
+    polygons = [[1, 1, 4, 1, 4, 3], [1, 1, 6, 3, 1, 3]]
+    data = {
+        "images": [{"id": 1, "file_name": "x.png", "width": 5, "height": 4}],
+        "categories": [{"id": 1, "name": "thing"}],
+        "annotations": [
+            {"id": 7, "image_id": 1, "category_id": 1, "bbox": [1, 1, 3, 2],
+             "segmentation": polygons},
+        ],
+    }  # fmt: skip
+    (tmp_path / "annotations.json").write_text(json.dumps(data))
+    with pytest.raises(
+        AnnotationError,
+        match=r"annotations.json: annotations\[0\] \(id 7\): field 'segmentation\[1\]': polygon "
+        r"point 1 \(6, 3\) lies outside the image, expected 0 <= x <= 5 and 0 <= y <= 4",
+    ):
+        read_annotations(tmp_path)
+    polygons[1][2] = 5.004  # the rounding of 2-decimal files (EDGE_TOLERANCE) passes
+    (tmp_path / "annotations.json").write_text(json.dumps(data))
+    assert read_annotations(tmp_path).images[0].masks.shape == (1, 4, 5)
+
+
 def test_coco_uncompressed_rle_is_read(tmp_path):
     # column-major run lengths of a 3 x 2 mask: 1 off, 3 on, 2 off → pixels (1,0), (2,0), (0,1)
     write_images(tmp_path / "images", {"x.png": (2, 3)})

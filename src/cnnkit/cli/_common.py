@@ -106,8 +106,9 @@ def add_training_arguments(p: argparse.ArgumentParser, *, model_required: bool =
         "--data",
         default="fashion-mnist",
         help="fashion-mnist, scenes (Fashion-MNIST items on 128x128 canvases), a folder with one "
-        "sub-folder per class, or a .csv/.json list; for --task segment a folder of images/ and masks/; "
-        "for --task superres photos:DIR (random patches of any folder of photos)",
+        "sub-folder per class, or a .csv/.json list; for --task segment a folder of images/ and masks/, "
+        "or annotations with polygons/RLE/masks (COCO, VIA, LabelMe); for --task detect annotation "
+        "files; for --task superres photos:DIR (random patches of any folder of photos)",
     )
     p.add_argument("--data-root", default=None, help="folder holding a named dataset's files")
     p.add_argument(
@@ -229,6 +230,7 @@ _OPTION_OF_KEY = (
     ("model.num_classes", "--data (its classes)"), ("model.in_channels", "--data (its channels)"),
     ("data.train_limit", "--train-limit"), ("data.flip", "--flip"),
     ("data.input_size", "--image-size"), ("data.source.options", "--data-option"),
+    ("data.source.skip_invalid", "--skip-invalid"),
     ("data.source.root", "--data-root"), ("data", "--data"),
     ("task.name", "--task"), ("task.options.label_smoothing", "--label-smoothing"),
     ("task.options", "--task-option"),

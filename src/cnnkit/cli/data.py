@@ -115,7 +115,7 @@ def photos(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_warnings(warnings: list[str]) -> None:
+def print_warnings(warnings: list[str]) -> None:
     for message in warnings:
         print(f"warning: {message}")
     if warnings:
@@ -178,7 +178,7 @@ def show(args: argparse.Namespace) -> int:
         f"{args.path}: {len(annotations)} images, {objects} objects, {len(annotations.classes)} "
         f"classes; drew {min(args.count, len(annotations))} into {path}"
     )
-    _print_warnings(annotations.warnings)
+    print_warnings(annotations.warnings)
     return 0
 
 
@@ -192,5 +192,5 @@ def convert(args: argparse.Namespace) -> int:
     with_masks = sum(image.masks is not None for image in annotations.images)
     if with_masks and args.to not in MASK_FORMATS:
         print(f"note: the masks of {with_masks} images are not written ({args.to} keeps boxes)")
-    _print_warnings(annotations.warnings)
+    print_warnings(annotations.warnings)
     return 0

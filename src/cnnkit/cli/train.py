@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 def register(p: argparse.ArgumentParser) -> None:
     add_training_arguments(p)
     p.add_argument(
+        "--skip-invalid", action="store_true",
+        help="annotation files (--task detect, segment): leave bad records out and list them, "
+        "as `cnnkit data show --skip-invalid` does (recorded, so evaluate leaves them out too)",
+    )  # fmt: skip
+    p.add_argument(
         "--nproc", type=int, default=None, metavar="N",
         help="train with N processes on this machine (DDP): runs `torchrun --standalone "
         "--nproc_per_node N -m cnnkit train ...` for you; --batch-size is per process",
@@ -204,6 +209,7 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
             **task.data_options(args.model, options),
             **parse_options(args.data_option, "--data-option"),
         },
+        skip_invalid=getattr(args, "skip_invalid", False),  # cnnkit demo has no --skip-invalid
     ).limit("train", args.train_limit)
     min_size = model_info(args.model).min_size
     if min(data.input_size[1:]) < min_size:
@@ -226,6 +232,10 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
         {**run_config(args, model_spec, data), **(extra_config or {})},
         callbacks=tensorboard_callbacks(args, data),
     )
+    if trainer.dist.is_main:  # what --skip-invalid left out, listed as `cnnkit data show` does
+        from cnnkit.cli.data import print_warnings
+
+        print_warnings(list(data.warnings))
     fmt = trainer.precision.memory_format
     from cnnkit.data.datasets import Augment
 

@@ -33,33 +33,41 @@ def load_annotated(
     std: Sequence[float] | None = None,
     fractions: Sequence[float] | None = None,
     seed: int = 0,
+    skip_invalid: bool = False,
 ) -> ImageData:
     """The annotated dataset at ``path`` (any format of ``read_annotations``), split by image and
-    stretched to ``channels`` × ``image_size`` × ``image_size`` (default 3 × 128)."""
+    stretched to ``channels`` × ``image_size`` × ``image_size`` (default 3 × 128).
+    ``skip_invalid``: bad records (and images that cannot be decoded) are left out, listed in
+    ``ImageData.warnings``, instead of raising."""
     from PIL import Image
 
     from cnnkit.data.annotations import detect_format, read_annotations
 
     fmt = detect_format(path)
-    annotations = read_annotations(path, fmt)
+    annotations = read_annotations(path, fmt, skip_invalid=skip_invalid)
     if len(annotations) == 0:
         raise ValueError(f"{path}: the {fmt} annotations list no image")
     size, channels = image_size or 128, channels or 3
     fractions = tuple(fractions or DETECTION_FRACTIONS)
     pixels, targets = [], []
+    warnings = list(annotations.warnings)
     for index, record in enumerate(annotations.images):
         file = annotations.image_path(index)
         try:
             with Image.open(file) as image:
                 decoded = TF.pil_to_tensor(image.convert("L" if channels == 1 else "RGB"))
         except (OSError, ValueError):
-            raise ValueError(
-                f"{file}: not a decodable image (listed by the {fmt} annotations in {path})"
-            ) from None
+            message = f"{file}: not a decodable image (listed by the {fmt} annotations in {path})"
+            if not skip_invalid:
+                raise ValueError(message) from None
+            warnings.append(message)
+            continue
         height, width = decoded.shape[-2:]
         pixels.append(TF.resize(match_channels(decoded, channels), [size, size], antialias=True))
         scale = torch.tensor([size / width, size / height] * 2)
         targets.append({"boxes": record.boxes.float() * scale, "labels": record.labels.long()})
+    if not pixels:
+        raise ValueError(f"{path}: no image to train on ({len(warnings)} invalid records skipped)")
     order = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(seed)).tolist()
     counts = [round(f * len(order)) for f in fractions[:2]]
     bounds = [0, counts[0], counts[0] + counts[1], len(order)]
@@ -85,6 +93,7 @@ def load_annotated(
             "fractions": list(fractions),
             "seed": seed,
             "counts": {k: 0 if v is None else len(v[1]) for k, v in splits.items()},
+            **({"skip_invalid": True} if skip_invalid else {}),  # so evaluate skips them again
         },
     )
-    return ImageData(meta, splits)
+    return ImageData(meta, splits, tuple(warnings))

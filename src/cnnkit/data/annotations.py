@@ -50,11 +50,12 @@ when every one of its objects has one. Masks survive writing in COCO and LabelMe
 store boxes only, VIA is written with rectangles.
 
 Errors: anything malformed (a missing field, a wrong type, a box outside the image or with
-``x2 <= x1``, an unknown class, a missing image) raises one ``AnnotationError`` naming the file, the
-record and the field (a box overshooting the image by at most ``EDGE_TOLERANCE`` = 0.01 pixel, the
-rounding of the stored numbers, is clipped to the edge instead). With ``skip_invalid=True`` the bad
-record (an object, or an image with all its objects) is left out and its message appended to
-``Annotations.warnings``.
+``x2 <= x1``, a polygon vertex outside the image, an unknown class, a missing image) raises one
+``AnnotationError`` naming the file, the record and the field (a box overshooting the image by at
+most ``EDGE_TOLERANCE`` = 0.01 pixel, the rounding of the stored numbers, is clipped to the edge
+instead; a polygon vertex that far out is kept, and pycocotools clips it). With
+``skip_invalid=True`` the bad record (an object, or an image with all its objects) is left out and
+its message appended to ``Annotations.warnings``.
 
 Writing never leaves a half-written dataset: every record is validated and every file rendered in
 memory before the first file is written, and each file is written to a temporary name and renamed
@@ -278,6 +279,32 @@ def _check_box(
     return [max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height))]
 
 
+def _check_polygon(
+    points: Sequence[float], width: int, height: int, file: Path | str, where: str, name: str
+) -> None:
+    """An error for a polygon vertex outside the image (beyond ``EDGE_TOLERANCE``), which
+    ``pycocotools`` would clip without a word. VIA and LabelMe polygons need no such check: their
+    box is the vertices' extent, checked by ``_check_box``; a COCO ``bbox`` is a separate field."""
+    xs, ys = np.asarray(points[0::2], dtype=np.float64), np.asarray(points[1::2], dtype=np.float64)
+    outside = (
+        ~np.isfinite(xs)
+        | ~np.isfinite(ys)
+        | (xs < -EDGE_TOLERANCE)
+        | (ys < -EDGE_TOLERANCE)
+        | (xs > width + EDGE_TOLERANCE)
+        | (ys > height + EDGE_TOLERANCE)
+    )
+    if outside.any():
+        j = int(np.flatnonzero(outside)[0])
+        raise AnnotationError(
+            file,
+            where,
+            name,
+            f"polygon point {j} ({xs[j]:g}, {ys[j]:g}) lies outside the image, expected "
+            f"0 <= x <= {width} and 0 <= y <= {height}",
+        )
+
+
 def _class_index(
     name: Any, classes: list[str], fixed: bool, file: Path | str, where: str, key: str, source: str
 ) -> int:
@@ -385,6 +412,8 @@ def _coco_segmentation(
                 "segmentation",
                 f"found {_describe(segmentation)}, expected polygons [[x0, y0, x1, y1, x2, y2, ...], ...]",
             )
+        for k, polygon in enumerate(segmentation):
+            _check_polygon(polygon, width, height, file, where, f"segmentation[{k}]")
         rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
     elif isinstance(segmentation, dict):
         size = segmentation.get("size")

@@ -153,10 +153,12 @@ class ImageData:
 
     Each split is ``(images, labels)``: uint8 images as one (N, C, H, W) tensor (served by
     ``TensorBatches``, no per-sample Python) or a list of (C, H, W) tensors of varied sizes
-    (served by a ``DataLoader``); ``None`` for an empty split."""
+    (served by a ``DataLoader``); ``None`` for an empty split. ``warnings``: the bad records of
+    annotation files that ``skip_invalid`` left out, one message each."""
 
     meta: DataMeta
     splits: dict[str, tuple[Images, Any] | None]
+    warnings: tuple[str, ...] = ()
 
     # Shorthands of the first half's ImageClassificationData.
     @property
@@ -417,7 +419,9 @@ def _scenes(
         mean, std = channel_stats(train_images)
     classes: tuple[str, ...] = FASHION_MNIST_CLASSES
     if task == "segment":
-        classes = ("background", *FASHION_MNIST_CLASSES)
+        from cnnkit.data.segmentation import semantic_class_names
+
+        classes = semantic_class_names(FASHION_MNIST_CLASSES)
     meta = DataMeta(
         "scenes",
         (1, canvas, canvas),
@@ -453,13 +457,22 @@ def load_data(
     workers: int = 2,
     task: str = "classify",
     options: dict[str, Any] | None = None,
+    skip_invalid: bool = False,
 ) -> ImageData:
     """A dataset by name (``fashion-mnist``, ``scenes``) or path (a folder of class sub-folders, or a .csv or
-    .json list of images; for ``task="segment"`` a folder of ``images/`` and ``masks/``; for
+    .json list of images; for ``task="segment"`` a folder of ``images/`` and ``masks/``, or annotation
+    files with polygons, RLE or masks (COCO, VIA, LabelMe); for ``task="detect"`` annotation files; for
     ``task="superres"`` ``photos:DIR``, patches of any folder of photos), seen at ``channels`` × ``image_size`` × ``image_size`` (default: the
     data's own for named datasets, 3 × 224 for image files) and normalized with ``mean``/``std``
-    (default: computed on the training split)."""
+    (default: computed on the training split). ``skip_invalid``: annotation files' bad records are
+    left out (listed in ``ImageData.warnings``) instead of raising."""
     name = str(source)
+    path = Path(source)
+    if skip_invalid and (task not in ("segment", "detect") or name in DATASETS):
+        raise ValueError(
+            f"--skip-invalid: leaves out bad records of annotation files (--task detect or "
+            f"segment); --data {name!r} with --task {task} reads none"
+        )
     if name in DATASETS:
         return DATASETS[name](root, channels, image_size, mean, std, task=task, options=options)
     if name.startswith("photos:") or task == "superres":  # cnnkit.data.superres
@@ -471,15 +484,16 @@ def load_data(
                 "folder of photos"
             )
         return photo_data(name.removeprefix(PREFIX), options=options, seed=seed, task=task)
-    path = Path(source)
-    if task == "segment":  # a folder of images/ and masks/ (cnnkit.data.segmentation)
+    if task == "segment":  # images/ + masks/, or annotations with outlines (data.segmentation)
         from cnnkit.data.segmentation import segmentation_data
 
-        return segmentation_data(path, channels, image_size, mean, std, fractions, seed)
+        return segmentation_data(
+            path, channels, image_size, mean, std, fractions, seed, skip_invalid
+        )
     if task == "detect" and path.exists():  # annotation files (COCO, VOC, YOLO, VIA, LabelMe)
         from cnnkit.data.annotated import load_annotated
 
-        return load_annotated(path, channels, image_size, mean, std, fractions, seed)
+        return load_annotated(path, channels, image_size, mean, std, fractions, seed, skip_invalid)
     if path.is_dir() or (path.is_file() and path.suffix.lower() in (".csv", ".json")):
         return _image_files(
             path, channels, image_size, mean, std, crop_pct, fractions, seed, workers
@@ -503,12 +517,13 @@ def load_data_from_meta(meta: DataMeta, workers: int = 2) -> ImageData:
             source.get("root"), meta.input_size[0], meta.input_size[1], meta.mean, meta.std,
             task=source.get("task", "classify"), options=source.get("options"),
         )  # fmt: skip
-    elif source.get("format") == "segmentation-folder":
+    elif source.get("format") in ("segmentation-folder", "segmentation-annotations"):
         from cnnkit.data.segmentation import segmentation_data
 
         data = segmentation_data(
             source.get("root", meta.name), meta.input_size[0], source.get("image_size"), meta.mean,
             meta.std, source.get("fractions"), int(source.get("seed", 0)),
+            bool(source.get("skip_invalid", False)),
         )  # fmt: skip
     elif "format" in source:  # annotation files, for detection
         from cnnkit.data.annotated import load_annotated
@@ -516,6 +531,7 @@ def load_data_from_meta(meta: DataMeta, workers: int = 2) -> ImageData:
         data = load_annotated(
             source["root"], meta.input_size[0], meta.input_size[1], meta.mean, meta.std,
             source.get("fractions"), int(source.get("seed", 0)),
+            bool(source.get("skip_invalid", False)),
         )  # fmt: skip
     else:
         data = _image_files(

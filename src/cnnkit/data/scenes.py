@@ -22,8 +22,10 @@ so the same arguments give the same scenes:
 Per scene: the image (uint8, 1 channel), one instance mask per item (its *visible* pixels, so the
 masks of a scene never share a pixel), the box (xyxy, continuous pixel coordinates as in
 ``cnnkit.data.annotations``: the tight box of the visible pixels, x2 = last column + 1), the label,
-and a semantic mask (0 = background, class k = k + 1). ``Scenes.to_annotations()`` turns them into
-``Annotations`` for writing in any annotation format.
+and a semantic mask (0 = background, class k = k + 1: ``cnnkit.data.segmentation.OBJECT_OFFSET``,
+the convention of label maps made from objects, so the scenes' annotation files read back as these
+masks). ``Scenes.to_annotations()`` turns them into ``Annotations`` for writing in any annotation
+format.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import torch.nn.functional as F
 
 from cnnkit.data.annotations import AnnotatedImage, Annotations
 from cnnkit.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+from cnnkit.data.segmentation import OBJECT_OFFSET
 
 SPLITS = ("train", "valid", "test")
 BACKGROUNDS = ("plain", "noise", "clutter", "mixed")
@@ -313,7 +316,7 @@ def make_scenes(
                 y + rows.max() + 1,
             ]
         lut = np.zeros(256, dtype=np.uint8)
-        lut[1 : len(objects) + 1] = item_labels[objects] + 1
+        lut[1 : len(objects) + 1] = item_labels[objects] + OBJECT_OFFSET
         semantic[i] = lut[ids]
         instances[i] = ids
         boxes.append(torch.from_numpy(scene_boxes))

@@ -1,6 +1,7 @@
-"""Segmentation datasets from files: a folder of images and label PNGs, decoded once.
+"""Segmentation datasets from files, decoded once: a folder of images and label PNGs, or annotation
+files whose objects have outlines (COCO polygons or RLE, VIA polygons, LabelMe polygons or masks).
 
-Layout (the names pair images with masks; ``NAME`` is any file stem)::
+**A folder** (the names pair images with masks; ``NAME`` is any file stem)::
 
     ROOT/images/NAME.png|jpg|...   the images (any colour mode; read as RGB, or grey with channels=1)
     ROOT/masks/NAME.png            one label map per image, the image's size
@@ -22,7 +23,28 @@ numbered ``0 … K-1`` with ``K`` one more than the largest label found.
 Bad input is an error naming the file: a mask of another size than its image, a label outside the
 classes, a colour that is no class's, an image without a mask.
 
-COCO polygons / RLE (``cnnkit.data.annotations``) are not read here yet.
+**Annotation files** (a COCO ``annotations.json``, a VIA project, a LabelMe folder, or the dataset
+folder holding one; read by ``cnnkit.data.annotations.read_annotations``, which rasterizes polygons
+and RLE with pycocotools): each image's objects become one label map (:func:`semantic_map`):
+
+- background is 0 and object class k (an index into the file's classes) is k + 1: the convention
+  of :data:`OBJECT_OFFSET` and :func:`semantic_class_names` (class names ``("background",
+  *classes)``), which ``cnnkit.data.scenes`` paints its semantic masks with too, so the scenes that
+  ``cnnkit data make-scenes --format coco`` writes come back as the generator's semantic masks;
+- where objects overlap, the **smaller is on top**: objects are painted largest first (area = the
+  pixels of the object's mask; equal areas in the file's order, the later on top), so a small
+  object in front of a large one is not painted over;
+- COCO ``iscrowd`` regions are 255, ignored (a crowd's outline says where people are, not which
+  pixel is whose: VOC's "void", and COCO's evaluation ignores what matches a crowd), painted under
+  the other objects, so an object annotated on its own inside a crowd keeps its pixels;
+- an image without objects is all background.
+
+Errors name the annotation file, the record (the image) and the field: an object with a box but no
+outline (``segmentation`` in COCO; VOC and YOLO hold boxes only and are refused as a whole), an
+image whose pixels are not the size its record (and so its masks) says, an image that cannot be
+decoded; and, from ``read_annotations``, an unknown category, a polygon outside the image, a
+malformed RLE. With ``skip_invalid`` the bad record (an object, or an image) is left out and its
+message kept in ``SegmentationFiles.warnings`` (``cnnkit train --skip-invalid`` prints them).
 """
 
 from __future__ import annotations
@@ -47,8 +69,19 @@ if TYPE_CHECKING:
 
 IGNORE_INDEX = 255  # cnnkit.losses.VOC_IGNORE_INDEX (data sits above metrics/losses; a test checks)
 IMAGES, MASKS = "images", "masks"
+#: ``DataMeta.source["format"]`` of a segmentation folder and of annotation files read as
+#: segmentation data, so ``load_data_from_meta`` reloads them
+FORMAT, ANNOTATIONS_FORMAT = "segmentation-folder", "segmentation-annotations"
 INDEX_MODES = ("L", "I", "I;16", "1")
 COLOUR_MODES = ("P", "RGB")
+#: Label maps made from objects (the scenes', annotation files'): 0 is the background, object class
+#: k is k + OBJECT_OFFSET, and the class names are ``semantic_class_names(classes)``.
+BACKGROUND, OBJECT_OFFSET = "background", 1
+
+
+def semantic_class_names(classes: Sequence[str]) -> tuple[str, ...]:
+    """The class names of label maps made from objects of ``classes``: the background first."""
+    return (BACKGROUND, *classes)
 
 
 def voc_colormap(n: int = 256) -> np.ndarray:
@@ -230,31 +263,31 @@ def read_image(path: Path, channels: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class SegmentationFiles:
-    """A decoded segmentation folder: uint8 images (N, C, H, W), label maps uint8 (N, H, W)."""
+    """Decoded segmentation data: uint8 images (N, C, H, W), label maps uint8 (N, H, W).
+
+    ``format``: :data:`FORMAT` (a folder) or :data:`ANNOTATIONS_FORMAT`, with the annotation
+    format in ``annotation_format``; ``warnings``: the records ``skip_invalid`` left out."""
 
     images: torch.Tensor
     masks: torch.Tensor
     names: tuple[str, ...]
     class_names: tuple[str, ...]
+    format: str = FORMAT
+    annotation_format: str | None = None
+    warnings: tuple[str, ...] = ()
 
 
-def load_segmentation_folder(
-    root: str | os.PathLike, channels: int = 3, image_size: int | None = None
-) -> SegmentationFiles:
-    """Decode every image and mask of ``root`` once. All at one size are kept as they are;
-    with ``image_size`` (needed when sizes differ) each is stretched to ``image_size`` square:
-    images bilinear with antialiasing, masks by nearest neighbour (half-pixel centres, so labels
-    stay labels and line up with their images)."""
-    root = Path(root)
-    classes = read_classes(root)
-    images, masks = [], []
-    pairs = find_pairs(root)
-    for image_path, mask_path in pairs:
-        image = read_image(image_path, channels)
-        size = (image.shape[1], image.shape[2])
-        mask = torch.from_numpy(read_mask(mask_path, classes, size))
-        images.append(image)
-        masks.append(mask)
+def _at_one_size(
+    root: Path,
+    paths: Sequence[Path],
+    images: list[torch.Tensor],
+    masks: list[torch.Tensor],
+    image_size: int | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and label maps stacked. All at one size are kept as they are; with ``image_size``
+    (needed when sizes differ) each is stretched to ``image_size`` square: images bilinear with
+    antialiasing, label maps by nearest neighbour (half-pixel centres, so labels stay labels and
+    line up with their images)."""
     sizes = {tuple(i.shape[1:]) for i in images}
     if image_size is not None:
         target = [image_size, image_size]
@@ -270,20 +303,200 @@ def load_segmentation_folder(
         ]
     elif len(sizes) > 1:
         (a, b) = sorted(sizes)[:2]
-        first = next(p for (p, _), i in zip(pairs, images, strict=True) if tuple(i.shape[1:]) == a)
-        other = next(p for (p, _), i in zip(pairs, images, strict=True) if tuple(i.shape[1:]) == b)
+        first = next(p for p, i in zip(paths, images, strict=True) if tuple(i.shape[1:]) == a)
+        other = next(p for p, i in zip(paths, images, strict=True) if tuple(i.shape[1:]) == b)
         raise ValueError(
             f"{root}: images differ in size ({first} is {a[1]}x{a[0]}, {other} is {b[1]}x{b[0]}); "
             "pass --image-size to resize them all to one square size"
         )
-    stacked = torch.stack(masks)
+    return torch.stack(images), torch.stack(masks)
+
+
+def load_segmentation_folder(
+    root: str | os.PathLike, channels: int = 3, image_size: int | None = None
+) -> SegmentationFiles:
+    """Decode every image and mask of the folder ``root`` once (sizes: :func:`_at_one_size`)."""
+    root = Path(root)
+    classes = read_classes(root)
+    images, masks = [], []
+    pairs = find_pairs(root)
+    for image_path, mask_path in pairs:
+        image = read_image(image_path, channels)
+        size = (image.shape[1], image.shape[2])
+        mask = torch.from_numpy(read_mask(mask_path, classes, size))
+        images.append(image)
+        masks.append(mask)
+    stacked_images, stacked = _at_one_size(root, [p for p, _ in pairs], images, masks, image_size)
     if classes is None:
         labels = stacked[stacked != IGNORE_INDEX]
         count = int(labels.max()) + 1 if labels.numel() else 1
         names: tuple[str, ...] = tuple(str(k) for k in range(count))
     else:
         names = classes.names
-    return SegmentationFiles(torch.stack(images), stacked, tuple(p.stem for p, _ in pairs), names)
+    return SegmentationFiles(stacked_images, stacked, tuple(p.stem for p, _ in pairs), names)
+
+
+# ---- label maps from objects (annotation files) ---------------------------------------------------
+
+
+def semantic_map(
+    masks: torch.Tensor, labels: torch.Tensor, iscrowd: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One image's objects → its label map, uint8 (H, W): 0 background, class k → k +
+    :data:`OBJECT_OFFSET`, crowd regions :data:`IGNORE_INDEX`.
+
+    ``masks`` bool (M, H, W), ``labels`` class indices (M,), ``iscrowd`` bool (M,) (None: no
+    crowd). Painting order, each over the ones before: the crowd regions, then the other objects
+    by decreasing area (their mask's pixels; equal areas in the given order), so the smaller of two
+    overlapping objects is on top and an object inside a crowd keeps its pixels."""
+    count, height, width = masks.shape
+    masks = masks.bool()
+    crowd = torch.zeros(count, dtype=torch.bool) if iscrowd is None else iscrowd.bool()
+    others = torch.nonzero(~crowd).flatten()
+    area = masks.flatten(1).sum(1)
+    others = others[torch.argsort(area[others], descending=True, stable=True)]
+    order = torch.cat([torch.nonzero(crowd).flatten(), others])
+    values = torch.where(crowd, IGNORE_INDEX, labels.long() + OBJECT_OFFSET)[order]
+    # Each pixel takes the last painted object covering it: the highest painting rank among them
+    # (0: none), in one reduction over the objects instead of a Python loop painting them.
+    rank = torch.arange(1, count + 1, dtype=torch.int32).view(-1, 1, 1)
+    top = torch.where(masks[order], rank, 0).amax(0) if count else torch.zeros(height, width)
+    lookup = torch.cat([torch.zeros(1, dtype=torch.long), values]).to(torch.uint8)
+    return lookup[top.long()]
+
+
+#: per annotation format that holds outlines, the fields errors name: the object's outline, the
+#: image file, the image size
+ANNOTATION_FIELDS = {
+    "coco": {"outline": "segmentation", "image": "file_name", "size": "width/height"},
+    "via": {"outline": "shape_attributes.name", "image": "filename", "size": "filename"},
+    "labelme": {"outline": "shape_type", "image": "imagePath", "size": "imageWidth/imageHeight"},
+}
+
+
+def load_annotation_segmentation(
+    path: str | os.PathLike,
+    channels: int = 3,
+    image_size: int | None = None,
+    skip_invalid: bool = False,
+    format: str | None = None,
+) -> SegmentationFiles:
+    """The label maps of an annotated dataset (see the module docstring) and its images, decoded
+    once (``cnnkit.data.images.read_image``: upright, 8 bits) and sized by :func:`_at_one_size`.
+    ``format``: the annotation format, detected when None."""
+    from cnnkit.data.annotations import (
+        COCO_FILE,
+        VIA_FILE,
+        AnnotationError,
+        detect_format,
+        read_annotations,
+    )
+    from cnnkit.data.images import ImageDecodeError, mode_for_channels
+    from cnnkit.data.images import read_image as decode
+
+    path = Path(path)
+    fmt = format or detect_format(path)
+    if fmt not in ANNOTATION_FIELDS:
+        raise ValueError(
+            f"{path}: {fmt} annotations hold boxes only; a label map needs each object's "
+            "outline: COCO polygons or RLE, VIA polygons, LabelMe polygons or masks"
+        )
+    fields = ANNOTATION_FIELDS[fmt]
+    own_file = {"coco": COCO_FILE, "via": VIA_FILE}.get(fmt)
+    file = path / own_file if own_file and path.is_dir() else path  # the file errors name
+    annotations = read_annotations(path, fmt, skip_invalid=skip_invalid)
+    class_names = semantic_class_names(annotations.classes)
+    if len(class_names) > IGNORE_INDEX:
+        raise ValueError(
+            f"{file}: {len(annotations.classes)} classes; a label map holds the background and at "
+            f"most {IGNORE_INDEX - 1} classes ({IGNORE_INDEX} marks pixels to ignore)"
+        )
+    warnings = list(annotations.warnings)
+    paths: list[Path] = []
+    images: list[torch.Tensor] = []
+    maps: list[torch.Tensor] = []
+    for index, record in enumerate(annotations.images):
+        where = f"image {record.file_name}" + (
+            f" (id {record.image_id})" if record.image_id is not None else ""
+        )
+        image_path = annotations.image_path(index)
+        try:
+            if len(record) and record.masks is None:
+                raise AnnotationError(
+                    file, where, fields["outline"],
+                    "an object has a box but no outline (polygon, RLE or mask); a label map "
+                    "needs every object's pixels",
+                )  # fmt: skip
+            try:
+                image = decode(image_path, mode_for_channels(channels))
+            except ImageDecodeError as exc:
+                raise AnnotationError(file, where, fields["image"], str(exc)) from None
+            if tuple(image.shape[1:]) != (record.height, record.width):
+                raise AnnotationError(
+                    file, where, fields["size"],
+                    f"the image {image_path} is {image.shape[2]}x{image.shape[1]} (WxH); the "
+                    f"annotations, and so the masks, are {record.width}x{record.height}",
+                )  # fmt: skip
+        except AnnotationError as error:
+            if not skip_invalid:
+                raise
+            warnings.append(str(error))
+            continue
+        masks = record.masks
+        if masks is None:  # an image without objects: all background
+            masks = torch.zeros(0, record.height, record.width, dtype=torch.bool)
+        paths.append(image_path)
+        images.append(image)
+        maps.append(semantic_map(masks, record.labels, record.iscrowd))
+    if not images:
+        raise ValueError(
+            f"{file}: no image to train on ({len(annotations.images)} listed, "
+            f"{len(warnings)} invalid records skipped)"
+        )
+    stacked_images, stacked_maps = _at_one_size(file, paths, images, maps, image_size)
+    return SegmentationFiles(
+        stacked_images,
+        stacked_maps,
+        tuple(p.stem for p in paths),
+        class_names,
+        ANNOTATIONS_FORMAT,
+        fmt,
+        tuple(warnings),
+    )
+
+
+def load_segmentation_files(
+    root: str | os.PathLike,
+    channels: int = 3,
+    image_size: int | None = None,
+    skip_invalid: bool = False,
+) -> SegmentationFiles:
+    """A folder of ``images/`` and ``masks/`` (:func:`load_segmentation_folder`; a folder with
+    ``masks/`` is one, whatever else it holds), or annotation files with outlines
+    (:func:`load_annotation_segmentation`)."""
+    from cnnkit.data.annotations import AnnotationError, detect_format
+
+    root = Path(root)
+    expected = (
+        f"expected a folder of {IMAGES}/ and {MASKS}/, or annotations with polygons, RLE or "
+        "masks (COCO, VIA, LabelMe)"
+    )
+    if not root.exists():
+        raise ValueError(f"{root}: no such file or folder; {expected}")
+    if root.is_dir() and (root / MASKS).is_dir():
+        if skip_invalid:
+            raise ValueError(
+                f"{root}: --skip-invalid leaves out bad records of annotation files; this is a "
+                f"folder of {IMAGES}/ and {MASKS}/"
+            )
+        return load_segmentation_folder(root, channels, image_size)
+    try:
+        fmt = detect_format(root)
+    except AnnotationError as exc:
+        raise ValueError(
+            f"{root}: neither a segmentation folder nor annotations ({exc}); {expected}"
+        ) from None
+    return load_annotation_segmentation(root, channels, image_size, skip_invalid, fmt)
 
 
 def split_indices(
@@ -299,10 +512,6 @@ def split_indices(
     return np.sort(train), np.sort(valid), np.sort(test)
 
 
-#: ``DataMeta.source["format"]`` of a segmentation folder, so ``load_data_from_meta`` reloads it
-FORMAT = "segmentation-folder"
-
-
 def segmentation_data(
     root: str | os.PathLike,
     channels: int | None = None,
@@ -311,16 +520,18 @@ def segmentation_data(
     std: Sequence[float] | None = None,
     fractions: Sequence[float] | None = None,
     seed: int = 0,
+    skip_invalid: bool = False,
 ) -> ImageData:
-    """A segmentation folder as ``ImageData`` for ``load_data(root, task="segment")``: a seeded
-    random 75/15/10 split (no stratification: an image holds many classes), uint8 tensors served by
-    ``TensorBatches``, mean/std of the training images unless given."""
+    """A segmentation folder or annotation files (:func:`load_segmentation_files`) as ``ImageData``
+    for ``load_data(root, task="segment")``: a seeded random 75/15/10 split (no stratification: an
+    image holds many classes), uint8 tensors served by ``TensorBatches``, mean/std of the training
+    images unless given; ``ImageData.warnings`` lists the records ``skip_invalid`` left out."""
     from cnnkit.data.datasets import SPLITS, DataMeta, ImageData, channel_stats
     from cnnkit.data.folder import SPLIT_FRACTIONS
 
     fractions = tuple(fractions or SPLIT_FRACTIONS)
     channels = channels or 3
-    files = load_segmentation_folder(root, channels, image_size)
+    files = load_segmentation_files(root, channels, image_size, skip_invalid)
     indices = dict(zip(SPLITS, split_indices(len(files.images), fractions, seed), strict=True))
     splits: dict[str, tuple[Any, Any] | None] = {
         name: (files.images[index], files.masks[index]) if len(index) else None
@@ -336,13 +547,15 @@ def segmentation_data(
         tuple(mean),
         tuple(std),
         source={
-            "format": FORMAT,
+            "format": files.format,
+            **({"annotations": files.annotation_format} if files.annotation_format else {}),
             "root": str(Path(root).resolve()),
             "task": "segment",
             "image_size": image_size,
             "fractions": list(fractions),
             "seed": seed,
             "counts": {k: len(v) for k, v in indices.items()},
+            **({"skip_invalid": True} if skip_invalid else {}),  # so evaluate skips them again
         },
     )
-    return ImageData(meta, splits)
+    return ImageData(meta, splits, files.warnings)
