@@ -104,8 +104,29 @@ def test_the_loss_weights_are_options():
     )
     assert total.item() == pytest.approx(0.0625)
     assert task.options() == {
-        "box_encoding": "sqrt", "class_weight": 0.0, "box_weight": 1.0, "image_size": [100, 100]
+        "box_encoding": "sqrt", "class_weight": 0.0, "box_weight": 1.0, "giou_weight": 0.0,
+        "image_size": [100, 100],
     }  # fmt: skip
+
+
+def test_the_giou_term_adds_the_generalized_iou_loss_of_the_decoded_boxes():
+    # (0.5, 0.5, sqrt 0.25, sqrt 1) decodes to x 37.5..62.5, y 0..100 in the 100 x 100 image: IoU
+    # with the whole image 0.25, the enclosing box is the true box, so GIoU = 0.25, loss 0.75
+    task = _task(image_size=(100, 100), giou_weight=2.0)
+    total, parts = task.loss(
+        _output([[0.0, 0.0]], [[0.5, 0.5, 0.5, 1.0]]), _target([0], [[0, 0, 100, 100]])
+    )
+    assert parts["giou"].item() == pytest.approx(0.75)
+    assert total.item() == pytest.approx(0.8 * math.log(2) + 0.2 * 0.0625 + 2.0 * 0.75)
+    # disjoint boxes: IoU 0, GIoU = -(enclosing - union) / enclosing, a loss above 1
+    _, parts = task.loss(
+        _output([[0.0, 0.0]], [[0.25, 0.5, 0.5, 0.5]]), _target([0], [[50, 25, 100, 75]])
+    )
+    # predicted (25, 50, 25 x 25): x 12.5..37.5, y 37.5..62.5 (area 625); true 50..100 x 25..75
+    # (2500); enclosing 12.5..100 x 25..75 (4375): GIoU = 0 - (4375 - 3125) / 4375, loss 1 + 2/7
+    assert parts["giou"].item() == pytest.approx(1 + 2 / 7)
+    with pytest.raises(ValueError, match="giou_weight=-1.0"):
+        _task(giou_weight=-1.0)
 
 
 def test_the_loss_refuses_targets_without_boxes_naming_what_it_found():
@@ -312,7 +333,8 @@ def test_train_records_the_localizer_and_writes_the_report(localize_run):
     assert config["task"] == {
         "name": "localize",
         "options": {
-            "box_encoding": "plain", "class_weight": 0.8, "box_weight": 0.2, "image_size": [32, 32]
+            "box_encoding": "plain", "class_weight": 0.8, "box_weight": 0.2, "giou_weight": 0.0,
+            "image_size": [32, 32]
         },
     }  # fmt: skip
     test = json.loads((localize_run / rundir.TEST_METRICS).read_text())
