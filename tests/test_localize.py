@@ -252,6 +252,37 @@ def test_the_dense_head_reads_the_stride_8_stage_and_starts_at_the_image_centre(
         create_model("localizer", backbone="resnet18_narrow", centre="dense", box_stage=5)
 
 
+def test_the_crop_classifier_resamples_the_inside_of_the_box_x_then_y_in_pixels():
+    from cnnkit.models.localizer import CropClassifier
+
+    image = torch.zeros(1, 1, 64, 64)
+    image[0, 0, 40:60, 20:30] = 1.0  # rows (y) 40..60, columns (x) 20..30
+    crop = CropClassifier(1, 8).crops(image, torch.tensor([[20.0, 40.0, 30.0, 60.0]]))[0, 0]
+    assert crop.shape == (8, 8)
+    assert crop[1:-1, 1:-1].eq(1.0).all()  # inside the box: the square only
+    assert crop.min() > 0.5  # the edge samples blend in a little of the outside (bilinear)
+    beside = CropClassifier(1, 8).crops(image, torch.tensor([[30.0, 40.0, 40.0, 60.0]]))
+    assert beside[0, 0, :, 1:].eq(0.0).all()  # the next box to the right: background
+
+
+def test_the_crop_look_takes_the_tasks_encoding_and_needs_the_dense_head():
+    from cnnkit.data.datasets import DataMeta
+
+    meta = DataMeta("scenes", (1, 64, 64), tuple("abcdefghij"), (0.1,), (0.3,))
+    task = _task(box_encoding="plain")
+    spec = task.model_spec("resnet18_narrow", meta, {"centre": "dense", "crop": 16})
+    assert spec["options"] == {
+        "backbone": "resnet18_narrow", "centre": "dense", "crop": 16, "box_encoding": "plain"
+    }  # fmt: skip
+    model = task.build_model("resnet18_narrow", meta, centre="dense", crop=16)
+    assert model.box_encoding == "plain"
+    assert model.classifier.in_features == 256 + 64 + 128  # pooled, attended, crop
+    out = model(torch.rand(2, 1, 64, 64))
+    assert torch.isfinite(out["logits"]).all()  # the first boxes are empty: still finite
+    with pytest.raises(ValueError, match="crop=16 with centre='soft-argmax'"):
+        create_model("localizer", backbone="resnet18_narrow", crop=16)
+
+
 def test_build_model_and_the_recorded_spec_build_the_same_model():
     from cnnkit.data.datasets import DataMeta
     from cnnkit.models.checkpoints import load_state_dict_strict

@@ -38,6 +38,15 @@ units, and the size — as one-object detectors do (CenterNet, Zhou et al. 2019)
 cells' scores weights those predictions into one box, so the output is still four numbers in the
 task's encoding and the loss is the notes' MSE. The class reads the last stage's pooled features
 beside the same weights' pooling of the merged map (the features where the object is).
+
+``crop=S`` (dense head only) adds a second look at the object, as two-stage detectors classify a
+region (Faster R-CNN's RoI head; He et al.'s RoIAlign, ``torchvision.ops.roi_align``): the input
+image inside the predicted box is resampled to S×S — items of every scale come out the size of a
+Fashion-MNIST item — and a small CNN on that crop adds its pooled features to the classifier's
+input. The box is detached (the crop teaches the class, not the box). Why: with the GIoU term the
+box reached a mean IoU of 0.91 in 15 minutes while the class stayed at 86% (one classifier for items
+from 21 to 84 pixels on a 4×4 map); the crop removes the scale from the classifier's problem. The
+model must decode its box for this, so it takes the task's ``box_encoding``.
 """
 
 from __future__ import annotations
@@ -121,6 +130,43 @@ class DenseBoxHead(nn.Module):
         return box, pooled.to(merged.dtype)
 
 
+def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(True)]
+
+
+class CropClassifier(nn.Module):
+    """The input inside each box, resampled to ``size``×``size`` (``torchvision.ops.roi_align``,
+    ``aligned=True``: pixel centres at half-integers, cnnkit's continuous box convention) → a small
+    CNN (3×3 convolutions 32, 32, pool, 64, 64, pool, 128, global average pool) → (N, 128)."""
+
+    out_channels = 128
+
+    def __init__(self, in_channels: int, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.net = nn.Sequential(
+            *_conv_bn_relu(in_channels, 32),
+            *_conv_bn_relu(32, 32),
+            nn.MaxPool2d(2),
+            *_conv_bn_relu(32, 64),
+            *_conv_bn_relu(64, 64),
+            nn.MaxPool2d(2),
+            *_conv_bn_relu(64, self.out_channels),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+
+    def crops(self, x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) images and (N, 4) xyxy pixel boxes → (N, C, size, size)."""
+        from torchvision.ops import roi_align
+
+        rois = torch.cat([torch.arange(len(x), device=x.device, dtype=x.dtype)[:, None], boxes], 1)
+        return roi_align(x, rois.to(x.dtype), self.size, sampling_ratio=2, aligned=True)
+
+    def forward(self, x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        return self.net(self.crops(x, boxes))
+
+
 class Localizer(nn.Module):
     """A backbone's last stage → global average pooling → class logits and box size; the box centre
     from the map by soft-argmax (or, with ``centre="pooled"``, all four box numbers from the pooled
@@ -131,6 +177,9 @@ class Localizer(nn.Module):
         centre: ``"soft-argmax"``, ``"pooled"`` or ``"dense"`` (see the module docstring).
         box_stage: ``centre="dense"`` only: the stage map the box is read from (an index into the
             backbone's stages, negative from the deepest; default -3, stride 8 on the ResNets).
+        crop: ``centre="dense"`` only: the side of the crop of the predicted box that a second
+            small CNN classifies (0: none; see the module docstring).
+        box_encoding: the task's size encoding (``"sqrt"`` or ``"plain"``), used only to crop.
         backbone_options: more options for the backbone's builder (JSON, recorded in ``config.json``).
     """
 
@@ -142,6 +191,8 @@ class Localizer(nn.Module):
         centre: str = "soft-argmax",
         backbone_options: dict[str, Any] | None = None,
         box_stage: int = -3,
+        crop: int = 0,
+        box_encoding: str = "sqrt",
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -164,6 +215,15 @@ class Localizer(nn.Module):
             channels_in = channels + self.dense.score.in_channels
         else:
             channels_in = channels
+        if crop < 0 or (crop and centre != "dense"):
+            raise ValueError(
+                f"Localizer: crop={crop} with centre={centre!r}; expected 0, or a crop side > 0 "
+                "with centre='dense'"
+            )
+        self.box_encoding = box_encoding
+        self.crop: CropClassifier | None = CropClassifier(in_channels, crop) if crop else None
+        if self.crop is not None:
+            channels_in += self.crop.out_channels
         self.classifier = nn.Linear(channels_in, num_classes)
         self.centre: nn.Module | None = None
         if centre == "dense":
@@ -180,12 +240,23 @@ class Localizer(nn.Module):
         pooled = features.mean((2, 3))  # N x C
         if self.dense is not None:
             box, attended = self.dense(maps)
-            logits = self.classifier(torch.cat([pooled, attended.to(pooled.dtype)], dim=1))
+            looks = [pooled, attended.to(pooled.dtype)]
+            if self.crop is not None:
+                looks.append(self.crop(x, self._pixel_boxes(box.detach(), x)).to(pooled.dtype))
+            logits = self.classifier(torch.cat(looks, dim=1))
             return {"logits": logits, "boxes": box.to(logits.dtype)}
         boxes = self.box(pooled)  # N x 2 (size) or N x 4
         if self.centre is not None:
             boxes = torch.cat([self.centre(features).to(boxes.dtype), boxes], dim=1)  # N x 4
         return {"logits": self.classifier(pooled), "boxes": boxes}
+
+    def _pixel_boxes(self, encoded: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        # the task's one conversion (detection/boxes.py), imported here because detection/ sits
+        # below models/ (it imports the model package); by then both are loaded
+        from cnnkit.detection.boxes import decode_localization
+
+        boxes = decode_localization(encoded.float(), (x.shape[-2], x.shape[-1]), self.box_encoding)
+        return boxes.clamp(min=0).minimum(boxes.new_tensor([x.shape[-1], x.shape[-2]] * 2))
 
 
 @register_model(
@@ -202,7 +273,11 @@ def localizer(
     centre: str = "soft-argmax",
     backbone_options: dict[str, Any] | None = None,
     box_stage: int = -3,
+    crop: int = 0,
+    box_encoding: str = "sqrt",
 ) -> Localizer:
     """Class + box heads on ``backbone``'s stage features (defaults: the notes' Fashion-MNIST CNN on
     1-channel 128×128 scenes, ``cnnkit.data.scenes``)."""
-    return Localizer(num_classes, in_channels, backbone, centre, backbone_options, box_stage)
+    return Localizer(
+        num_classes, in_channels, backbone, centre, backbone_options, box_stage, crop, box_encoding
+    )

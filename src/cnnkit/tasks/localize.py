@@ -57,7 +57,7 @@ HIT_IOU = 0.5
 #: the localizer model family the task builds around a zoo backbone (``models/localizer.py``)
 MODEL = "localizer"
 #: options of the localizer itself; any other model option goes to its backbone
-_LOCALIZER_OPTIONS = ("centre", "box_stage")
+_LOCALIZER_OPTIONS = ("centre", "box_stage", "crop")
 #: colours of the report's and ``predict --out``'s boxes
 TRUE_COLOR, PREDICTED_COLOR = (0, 200, 0), (230, 0, 0)
 
@@ -198,6 +198,8 @@ class Localize(Task):
         own = {k: v for k, v in options.items() if k in _LOCALIZER_OPTIONS}
         rest = {k: v for k, v in options.items() if k not in _LOCALIZER_OPTIONS}
         model_options: dict[str, Any] = {"backbone": name, **own}
+        if own.get("crop"):  # the crop decodes the box: the model needs this task's encoding
+            model_options["box_encoding"] = self.box_encoding
         if rest:
             model_options["backbone_options"] = rest
         return {
