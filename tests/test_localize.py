@@ -238,7 +238,9 @@ def test_the_dense_head_box_is_the_dominant_cells_centre_plus_its_offset_and_its
     # two cells weighted 1/4 and 3/4: the weighted mean of their boxes
     cells[0, :, 0, 0] = torch.tensor([0.0, 0.0, 1.0, 2.0])
     weights[0, 0], weights[0, 5 * 16 + 9] = 0.25, 0.75
-    mean = [0.25 * a + 0.75 * b for a, b in zip([0.5 / 16, 0.5 / 16, 1.0, 2.0], expected)]
+    mean = [
+        0.25 * a + 0.75 * b for a, b in zip([0.5 / 16, 0.5 / 16, 1.0, 2.0], expected, strict=True)
+    ]
     assert weighted_cell_box(weights, cells)[0].tolist() == pytest.approx(mean)
 
 
@@ -248,7 +250,9 @@ def test_the_dense_head_reads_the_stride_8_stage_and_starts_at_the_image_centre(
     out = model(torch.zeros(2, 1, 64, 64))
     assert {k: tuple(v.shape) for k, v in out.items()} == {"logits": (2, 10), "boxes": (2, 4)}
     assert out["boxes"].flatten().tolist() == [0.5, 0.5, 0.0, 0.0] * 2  # zero-initialized scores
-    with pytest.raises(ValueError, match=r"box_stage=5 .* 5 stages; expected an index in \[-5, 4\]"):
+    with pytest.raises(
+        ValueError, match=r"box_stage=5 .* 5 stages; expected an index in \[-5, 4\]"
+    ):
         create_model("localizer", backbone="resnet18_narrow", centre="dense", box_stage=5)
 
 

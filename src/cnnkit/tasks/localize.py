@@ -17,7 +17,7 @@ The conversion lives in one place, :func:`cnnkit.detection.boxes.encode_localiza
 Loss: ``class_weight`` × cross-entropy + ``box_weight`` × MSE of the encoded box, 0.8 / 0.2 by
 default (the notes' ``loss_weights=[0.8, 0.2]``), plus ``giou_weight`` × the generalized IoU loss of
 the decoded boxes (Rezatofighi et al., CVPR 2019; ``torchvision.ops.generalized_box_iou_loss``), 0
-by default. Why the extra term: with the notes' weights the box MSE is about 1/100 of the
+by default. Why the extra term: with the notes' weights the box MSE is about 1/400 of the
 cross-entropy once the class is learned (0.2 × 0.005 vs 0.8 × 0.5 after three epochs on the
 scenes), so the shared backbone learns almost only from the class, and the mean IoU flattened at
 0.67 while the accuracy kept climbing (``docs/notes/issue-11.md``); the GIoU loss is on the scale of
