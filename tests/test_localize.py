@@ -285,6 +285,20 @@ def test_the_crop_look_takes_the_tasks_encoding_and_needs_the_dense_head():
     assert torch.isfinite(out["logits"]).all()  # the first boxes are empty: still finite
     with pytest.raises(ValueError, match="crop=16 with centre='soft-argmax'"):
         create_model("localizer", backbone="resnet18_narrow", crop=16)
+    with pytest.raises(ValueError, match="backbone_input=32 with crop=0"):
+        create_model("localizer", backbone="resnet18_narrow", centre="dense", backbone_input=32)
+
+
+def test_with_backbone_input_the_backbone_sees_the_downscaled_image_and_the_crop_the_full_one():
+    model = create_model(
+        "localizer", backbone="resnet18_narrow", centre="dense", crop=8, backbone_input=32
+    ).eval()
+    seen: dict[str, tuple[int, ...]] = {}
+    model.backbone.register_forward_hook(lambda m, args, out: seen.update(backbone=args[0].shape))
+    model.crop.register_forward_hook(lambda m, args, out: seen.update(crop=args[0].shape))
+    x = torch.rand(2, 1, 96, 96)
+    model(x)
+    assert seen == {"backbone": (2, 1, 32, 32), "crop": (2, 1, 96, 96)}
 
 
 def test_build_model_and_the_recorded_spec_build_the_same_model():

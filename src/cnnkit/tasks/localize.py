@@ -57,7 +57,7 @@ HIT_IOU = 0.5
 #: the localizer model family the task builds around a zoo backbone (``models/localizer.py``)
 MODEL = "localizer"
 #: options of the localizer itself; any other model option goes to its backbone
-_LOCALIZER_OPTIONS = ("centre", "box_stage", "crop")
+_LOCALIZER_OPTIONS = ("centre", "box_stage", "crop", "backbone_input")
 #: colours of the report's and ``predict --out``'s boxes
 TRUE_COLOR, PREDICTED_COLOR = (0, 200, 0), (230, 0, 0)
 
