@@ -123,8 +123,8 @@ class DenseBoxHead(nn.Module):
         self.score = nn.Conv2d(width, 1, 1)
         self.box = nn.Conv2d(width, 4, 1)  # per cell: (dx, dy) in cell units, then the size
         for conv in (self.score, self.box):
-            nn.init.zeros_(conv.weight)
-            nn.init.zeros_(conv.bias)
+            for parameter in conv.parameters():
+                nn.init.zeros_(parameter)
 
     def forward(self, maps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         fine, deepest = maps[self.stage], maps[-1]
@@ -241,7 +241,7 @@ class Localizer(nn.Module):
         self.classifier = nn.Linear(channels_in, num_classes)
         self.centre: nn.Module | None = None
         if centre == "dense":
-            self.box = nn.Identity()  # the dense head holds the box
+            self.box: nn.Module = nn.Identity()  # the dense head holds the box
         elif centre == "soft-argmax":
             self.centre = SoftArgmaxCentre(channels)
             self.box = nn.Linear(channels, 2)  # the size: (sqrt(w), sqrt(h)) or (w, h)
