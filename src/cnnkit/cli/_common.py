@@ -282,6 +282,7 @@ _OPTION_OF_KEY = (
     ("trainer.device", "--device"), ("trainer.on_nonfinite", "--on-nonfinite"),
     ("trainer.channels_last", "the memory layout (--device)"),
     ("trainer", "--optimizer"), ("demo", "the command (cnnkit demo)"),
+    ("speedrun", "the command (cnnkit speedrun)"),
 )  # fmt: skip
 
 
