@@ -165,9 +165,17 @@ def test_flip_tta_output_is_the_mean_of_the_two_softmaxes() -> None:
     assert task.options()["tta"] == "flip" and "tta" not in get_task("classify").options()
 
 
-def test_tta_choices_are_checked() -> None:
+def test_tta_choices_are_checked_and_the_cli_offers_the_tasks() -> None:
+    from cnnkit.cli import _common
+    from cnnkit.models import create_model
+    from cnnkit.tasks.classify import TTA_CHOICES
+
+    assert _common.TTA_CHOICES == TTA_CHOICES
     with pytest.raises(ValueError, match="tta: expected one of flip"):
         get_task("classify", tta="rotate")
+    # LeNet-5's RBF outputs are distances, not logits: averaging their softmax means nothing
+    with pytest.raises(ValueError, match="tta: LeNet5 has its own criterion"):
+        get_task("classify", tta="flip").setup(create_model("lenet5"))
 
 
 # ---- the command line ---------------------------------------------------------------------------

@@ -63,3 +63,29 @@ def test_speedrun_takes_only_its_datasets_and_a_sensible_target(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["speedrun", "fashion-mnist", "--target", "94"])
     assert "expected an accuracy in (0, 1]" in capsys.readouterr().err
+
+
+def test_the_benchmark_times_92_percent_from_the_first_epoch_that_reaches_it() -> None:
+    import importlib
+    import sys
+    from pathlib import Path
+
+    benchmarks = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, benchmarks)
+    try:
+        bench = importlib.import_module("time_to_accuracy")
+    finally:
+        sys.path.remove(benchmarks)
+    rows = [
+        {"seconds": 30.0, "images": 600, "test_accuracy": 0.90},
+        {"seconds": 20.0, "images": 600, "test_accuracy": 0.921},
+        {"seconds": 24.0, "images": 600, "test_accuracy": 0.93},
+    ]
+    summary = bench.summarize_epochs(rows)
+    # the first epoch (tracing, warm-up) is left out of the seconds per epoch: median(20, 24)
+    assert summary["seconds_per_epoch"] == 22.0 and summary["images_per_s"] == 600 / 22.0
+    assert summary["seconds_to_92"] == 50.0 and summary["final_test_accuracy"] == 0.93
+    assert bench.summarize_epochs(rows[:1])["seconds_to_92"] is None
+    assert bench.extra_speedrun_args(["0.95=--epochs 30 --lr 0.5"]) == {
+        0.95: ["--epochs", "30", "--lr", "0.5"]
+    }

@@ -27,6 +27,7 @@ OPTIMIZER_CHOICES = ("sgd", "adam", "adamw", "nadam", "rmsprop")
 NONFINITE_CHOICES = ("stop", "skip")
 SCHEDULE_CHOICES = ("constant", "step", "cosine", "onecycle")
 TASK_CHOICES = ("classify", "localize", "detect", "segment", "superres")
+TTA_CHOICES = ("flip",)
 
 
 def parse_options(pairs: list[str], option: str = "--model-option") -> dict[str, Any]:
@@ -190,7 +191,7 @@ def add_training_arguments(p: argparse.ArgumentParser, *, model_required: bool =
         help="evaluate and keep a moving average of the weights (e.g. 0.99), updated every step",
     )  # fmt: skip
     p.add_argument(
-        "--tta", choices=["flip"], default=None,
+        "--tta", choices=TTA_CHOICES, default=None,
         help="classification: test-time augmentation at validation and test (flip: each image "
         "averaged with its mirror)",
     )  # fmt: skip

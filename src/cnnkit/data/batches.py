@@ -34,11 +34,12 @@ class TensorBatches:
     [0, 1] and normalized with ``mean``/``std`` (one value per channel). With ``shuffle`` the order
     is a permutation drawn from ``seed`` and the epoch number, so a run resumed at epoch k sees the
     same batches as an uninterrupted one. ``flip=True`` mirrors a random half of each batch
-    horizontally (training augmentation). ``batch_augment`` (:class:`cnnkit.data.augment.BatchAugment`:
-    random crop with padding, flip, erasing, per image) augments each batch of class-labelled
-    images as stored (uint8), its parameters drawn from the same seeded generator. ``size`` (H, W) and ``channels`` resize each batch
-    (bilinear, antialiased) and turn grey into RGB when the model sees the images otherwise than they
-    are stored (a pretrained ImageNet model on Fashion-MNIST): the stored tensor stays small.
+    horizontally (training augmentation). ``batch_augment``
+    (:class:`cnnkit.data.augment.BatchAugment`: random crop with padding, flip, erasing, per image)
+    augments each batch of class-labelled images as stored (uint8), its parameters drawn from the
+    same seeded generator. ``size`` (H, W) and ``channels`` resize each batch (bilinear,
+    antialiased) and turn grey into RGB when the model sees the images otherwise than they are
+    stored (a pretrained ImageNet model on Fashion-MNIST): the stored tensor stays small.
     """
 
     def __init__(

@@ -175,6 +175,12 @@ class Classify(Task):
     def setup(self, model: nn.Module) -> None:
         # A model may carry its paper's loss (LeNet-5's RBF criterion); cross-entropy otherwise.
         self.criterion = getattr(getattr(model, "module", model), "criterion", _cross_entropy)
+        if self.tta is not None and self.criterion is not _cross_entropy:
+            raise ValueError(
+                f"tta: {type(getattr(model, 'module', model)).__name__} has its own criterion, "
+                "whose outputs are not logits to average; test-time augmentation needs a "
+                "cross-entropy classifier"
+            )
 
     def loss(
         self, output: Any, target: torch.Tensor

@@ -254,7 +254,11 @@ class Trainer:
                 "seed": self.seed,
                 "world_size": self.dist.world_size,
                 # only when set, so that runs written before EMA existed resume unchanged
-                **({"ema": self.ema_decay, "ema_every": self.ema_every} if self.ema else {}),
+                **(
+                    {"ema": self.ema_decay, "ema_every": self.ema_every}
+                    if self.ema is not None
+                    else {}
+                ),
             },
         }
 
