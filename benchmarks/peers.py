@@ -10,6 +10,9 @@ cnnkit's and nothing gigabyte-sized is installed twice; the peer and the few lig
 really imports are installed with ``pip install --no-deps`` at pinned versions. Packages installed
 in the peer environment come first on ``sys.path``, cnnkit's after them.
 
+A peer that brings its own framework (TensorFlow for Keras) is built ``isolated=True`` instead: a
+plain virtual environment that does not see cnnkit's, its pins installed with their dependencies.
+
 It lives under cnnkit's cache folder (``$CNNKIT_CACHE/peer-venvs/NAME-HASH``), the hash covering
 the pins and cnnkit's site-packages path, so every checkout with the same environment shares one,
 and a changed pin builds a new one. A marker file written last says the build finished; a folder
@@ -40,12 +43,15 @@ def cnnkit_site_packages() -> list[str]:
     return [p for p in site.getsitepackages() if Path(p).is_dir()]
 
 
-def peer_python(name: str, pins: Sequence[str], cache: Path | None = None) -> Path:
+def peer_python(
+    name: str, pins: Sequence[str], cache: Path | None = None, *, isolated: bool = False
+) -> Path:
     """The Python executable of the peer environment ``name`` holding ``pins`` (``pkg==version``),
-    built on first use (network: PyPI, through pip's own configuration)."""
+    built on first use (network: PyPI, through pip's own configuration). ``isolated``: an
+    environment of its own that does not see cnnkit's, the pins installed with their dependencies."""
     from cnnkit.io import atomic_write_bytes, cache_dir
 
-    parents = cnnkit_site_packages()
+    parents = [] if isolated else cnnkit_site_packages()
     key = hashlib.sha256(json.dumps([list(pins), parents]).encode()).hexdigest()[:10]
     root = (cache or cache_dir("peer-venvs")) / f"{name}-{key}"
     python = root / "bin" / "python"
@@ -53,14 +59,16 @@ def peer_python(name: str, pins: Sequence[str], cache: Path | None = None) -> Pa
         return python
     if root.exists():  # an interrupted build
         shutil.rmtree(root)
-    print(f"building the {name} environment in {root} (pip install --no-deps {' '.join(pins)})")
+    deps = [] if isolated else ["--no-deps"]
+    print(f"building the {name} environment in {root} (pip install {' '.join(deps + list(pins))})")
     venv.EnvBuilder(with_pip=True, clear=True).create(root)
-    packages = subprocess.run(
-        [python, "-c", "import site; print(site.getsitepackages()[0])"],
-        check=True, capture_output=True, text=True,
-    ).stdout.strip()  # fmt: skip
-    (Path(packages) / "cnnkit_parent_venv.pth").write_text("".join(p + "\n" for p in parents))
-    install = [python, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", *pins]
+    if not isolated:
+        packages = subprocess.run(
+            [python, "-c", "import site; print(site.getsitepackages()[0])"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
+        (Path(packages) / "cnnkit_parent_venv.pth").write_text("".join(p + "\n" for p in parents))
+    install = [python, "-m", "pip", "install", *deps, "--disable-pip-version-check", *pins]
     if subprocess.run(install).returncode:
         raise SystemExit(f"{root}: pip could not install {' '.join(pins)} (its output is above)")
     atomic_write_bytes(root / MARKER, json.dumps({"pins": list(pins), "sees": parents}).encode())

@@ -65,6 +65,13 @@ PARAMETER_COUNTS = [
     # stage widths 32/64/128/256 with two units each: 37,120 + 131,712 + 525,568 + 2,099,712
     # (3×3 convs, BNs, 1×1 downsamples); fc 256·10 + 10
     ("resnet18_narrow", {"num_classes": 10}, 2_798_314),
+    # airbench's conv groups at widths 32/64/128 on 1 channel, counted by hand: per group
+    # conv1 c_in·c_out·9 + BN 2·c_out + conv2 c_out²·9 + BN 2·c_out: 9,632 + 55,552 + 221,696;
+    # fc 128·10 without bias
+    ("speednet", {"num_classes": 10}, 288_160),
+    # + a 3×3 stem of 24 filters with biases (1·9·24 + 24), and group 1 then reads 24 channels:
+    # 288,160 + 240 + (24 − 1)·32·9
+    ("speednet", {"num_classes": 10, "stem_width": 24}, 295_024),
 ]
 
 
@@ -101,6 +108,7 @@ STAGE_SHAPES = {
     "alexnet": [(96, 55), (256, 27), (256, 13), (256, 6)],
     "lenet5": [(6, 28), (6, 14), (16, 10), (16, 5), (120, 1)],
     "fashion_cnn": [(64, 28), (128, 14), (256, 7)],
+    "speednet": [(32, 14), (64, 7), (128, 3)],
     "efficientnet_lite0": [(16, 112), (24, 56), (40, 28), (112, 14), (320, 7)],
 }
 
@@ -152,6 +160,7 @@ FEATURE_WIDTHS = {
     "resnet18": 512,
     "resnet18_small": 512,
     "resnet18_narrow": 256,
+    "speednet": 128,
     "resnet50": 2048,
     "se_resnet50": 2048,
     "xception": 2048,

@@ -20,6 +20,7 @@ from cnnkit import __version__
 COMMANDS: dict[str, str] = {
     "demo": "train the notes' CNN on Fashion-MNIST for a short budget",
     "train": "train a model on a dataset into a run directory",
+    "speedrun": "train to a target test accuracy as fast as possible: a small net and a tuned recipe",
     "finetune": "fine-tune a pretrained model on a dataset, in the notes' two phases",
     "evaluate": "evaluate a run's best weights on its test set",
     "predict": "predict image files with a trained run (or a pretrained ImageNet model)",

@@ -27,6 +27,7 @@ OPTIMIZER_CHOICES = ("sgd", "adam", "adamw", "nadam", "rmsprop")
 NONFINITE_CHOICES = ("stop", "skip")
 SCHEDULE_CHOICES = ("constant", "step", "cosine", "onecycle")
 TASK_CHOICES = ("classify", "localize", "detect", "segment", "superres")
+TTA_CHOICES = ("flip",)
 
 
 def parse_options(pairs: list[str], option: str = "--model-option") -> dict[str, Any]:
@@ -86,6 +87,27 @@ def _fraction(name: str) -> Any:
 
     parse.__name__ = name
     return parse
+
+
+def _decay(text: str) -> float:
+    """``--ema``: a decay strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value < 1.0:  # also false for NaN
+        raise argparse.ArgumentTypeError(f"expected a decay between 0 and 1, got {text!r}")
+    return value
+
+
+def _batch_augment(text: str) -> str:
+    """``--batch-augment``: checked here, kept as its normalized text (``crop=2,flip,erase=0.5``)."""
+    from cnnkit.data.augment import BatchAugment
+
+    try:
+        return BatchAugment.parse(text).spec()
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--batch-augment: ")) from None
 
 
 def _positive_int(text: str) -> int:
@@ -160,6 +182,21 @@ def add_training_arguments(p: argparse.ArgumentParser, *, model_required: bool =
     )  # fmt: skip
     p.add_argument("--flip", action="store_true", help="augment with random horizontal flips")
     p.add_argument(
+        "--batch-augment", type=_batch_augment, default=None, metavar="SPEC",
+        help="augment whole in-memory batches with per-image parameters: crop[=PADDING] (random "
+        "crop with padding, default 2), flip, erase[=P] (random erasing, default 0.5), e.g. "
+        "crop,flip,erase",
+    )  # fmt: skip
+    p.add_argument(
+        "--ema", type=_decay, default=None, metavar="DECAY",
+        help="evaluate and keep a moving average of the weights (e.g. 0.99), updated every step",
+    )  # fmt: skip
+    p.add_argument(
+        "--tta", choices=TTA_CHOICES, default=None,
+        help="classification: test-time augmentation at validation and test (flip: each image "
+        "averaged with its mirror)",
+    )  # fmt: skip
+    p.add_argument(
         "--patience", type=_positive_int, default=None, help="early stopping on the task's metric"
     )
     p.add_argument(
@@ -183,6 +220,10 @@ def task_from_args(args: argparse.Namespace) -> Task:
     options = parse_options(args.task_option, "--task-option")
     if args.task == "classify" and args.label_smoothing:
         options.setdefault("label_smoothing", args.label_smoothing)
+    if getattr(args, "tta", None):
+        if args.task != "classify":
+            raise CLIError(f"--tta: test-time augmentation is for --task classify, not {args.task}")
+        options.setdefault("tta", args.tta)
     return get_task(args.task, **options)
 
 
@@ -229,6 +270,8 @@ _OPTION_OF_KEY = (
     ("model.name", "--model"), ("model.options", "--model-option"),
     ("model.num_classes", "--data (its classes)"), ("model.in_channels", "--data (its channels)"),
     ("data.train_limit", "--train-limit"), ("data.flip", "--flip"),
+    ("data.batch_augment", "--batch-augment"), ("task.options.tta", "--tta"),
+    ("trainer.ema", "--ema"), ("trainer.ema_every", "--ema"),
     ("data.input_size", "--image-size"), ("data.source.options", "--data-option"),
     ("data.source.skip_invalid", "--skip-invalid"),
     ("data.source.root", "--data-root"), ("data", "--data"),
@@ -242,6 +285,7 @@ _OPTION_OF_KEY = (
     ("trainer.device", "--device"), ("trainer.on_nonfinite", "--on-nonfinite"),
     ("trainer.channels_last", "the memory layout (--device)"),
     ("trainer", "--optimizer"), ("demo", "the command (cnnkit demo)"),
+    ("speedrun", "the command (cnnkit speedrun)"),
 )  # fmt: skip
 
 
@@ -417,7 +461,7 @@ def finish_run(run: RunDir, trainer: Trainer, data: ImageData, workers: int = 2)
 
     distributed.barrier(trainer.dist)  # rank 0 has written the last checkpoints
     if (run / rundir.BEST).is_file():
-        load_checkpoint(run / rundir.BEST, trainer.model)
+        load_checkpoint(run / rundir.BEST, trainer.eval_model)  # the EMA's weights with --ema
     metrics: dict[str, Any] = {}
     writes = trainer.dist.is_main
     if data.splits.get("test") is not None:

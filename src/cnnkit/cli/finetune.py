@@ -115,6 +115,11 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.time_budget is not None:
         raise CLIError("--time-budget: not available for finetune's two phases; give --epochs")
+    for option, value in (("--ema", args.ema), ("--batch-augment", args.batch_augment)):
+        if value is not None:
+            raise CLIError(
+                f"{option}: not available for finetune's two phases (cnnkit train has it)"
+            )
     pick_device(args.device)  # a bad --device fails before any weights or data load
     if args.batch_size == "auto":
         raise CLIError("--batch-size auto: not available for finetune; give an integer")

@@ -111,6 +111,8 @@ def run_config(args: argparse.Namespace, model: dict[str, Any], data: ImageData)
             **data.meta.to_config(),
             "train_limit": args.train_limit,
             "flip": args.flip,
+            # only when set, so that runs written before it existed resume unchanged
+            **({"batch_augment": spec} if (spec := getattr(args, "batch_augment", None)) else {}),
         },
     }
 
@@ -142,6 +144,7 @@ def make_trainer(
         progress=not args.no_progress,
         config=config,
         on_nonfinite=args.on_nonfinite,
+        ema=getattr(args, "ema", None),
         **options,
     )
 
@@ -237,10 +240,13 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
 
         print_warnings(list(data.warnings))
     fmt = trainer.precision.memory_format
+    from cnnkit.data.augment import BatchAugment
     from cnnkit.data.datasets import Augment
 
+    batch_augment = BatchAugment.parse(args.batch_augment) if args.batch_augment else None
     train = data.batches(
-        "train", batch_size, shuffle=True, seed=args.seed, augment=Augment(flip=args.flip),
+        "train", batch_size, shuffle=True, seed=args.seed,
+        augment=Augment(flip=args.flip, batch=batch_augment),
         device=trainer.device, memory_format=fmt, workers=args.workers,
     )  # fmt: skip
     valid = None

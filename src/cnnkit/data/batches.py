@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from cnnkit.data.augment import BatchAugment
+
 Targets = torch.Tensor | dict[str, torch.Tensor] | list[Any]
 
 
@@ -32,9 +34,12 @@ class TensorBatches:
     [0, 1] and normalized with ``mean``/``std`` (one value per channel). With ``shuffle`` the order
     is a permutation drawn from ``seed`` and the epoch number, so a run resumed at epoch k sees the
     same batches as an uninterrupted one. ``flip=True`` mirrors a random half of each batch
-    horizontally (training augmentation). ``size`` (H, W) and ``channels`` resize each batch
-    (bilinear, antialiased) and turn grey into RGB when the model sees the images otherwise than they
-    are stored (a pretrained ImageNet model on Fashion-MNIST): the stored tensor stays small.
+    horizontally (training augmentation). ``batch_augment``
+    (:class:`cnnkit.data.augment.BatchAugment`: random crop with padding, flip, erasing, per image)
+    augments each batch of class-labelled images as stored (uint8), its parameters drawn from the
+    same seeded generator. ``size`` (H, W) and ``channels`` resize each batch (bilinear,
+    antialiased) and turn grey into RGB when the model sees the images otherwise than they are
+    stored (a pretrained ImageNet model on Fashion-MNIST): the stored tensor stays small.
     """
 
     def __init__(
@@ -52,6 +57,7 @@ class TensorBatches:
         memory_format: torch.memory_format = torch.contiguous_format,
         size: Sequence[int] | None = None,
         channels: int | None = None,
+        batch_augment: BatchAugment | None = None,
     ) -> None:
         if images.dtype != torch.uint8:
             raise ValueError(f"images: expected a uint8 tensor, got {images.dtype}")
@@ -111,6 +117,17 @@ class TensorBatches:
         )
         if flip and not (isinstance(labels, torch.Tensor) and labels.dim() in (1, 3)):
             raise ValueError("flip: only class or per-pixel targets are flipped with their images")
+        if batch_augment is not None and batch_augment.active:
+            if not (isinstance(labels, torch.Tensor) and labels.dim() == 1):
+                raise ValueError(
+                    "batch_augment: only images with class targets are augmented here (crops and "
+                    "erasing would not move boxes or masks)"
+                )
+            if flip and batch_augment.flip:
+                raise ValueError("flip: given twice (flip=True and batch_augment's flip); keep one")
+        self.batch_augment = (
+            batch_augment if batch_augment is not None and batch_augment.active else None
+        )
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -161,7 +178,10 @@ class TensorBatches:
         order = order.to(self.device)
         for start in range(0, n, self.batch_size):
             index = order[start : start + self.batch_size]
-            x = self.images[index].float()
+            x = self.images[index]
+            if self.batch_augment is not None:
+                x = self.batch_augment(x, generator)
+            x = x.float()
             if self.size is not None:
                 x = torch.nn.functional.interpolate(x, self.size, mode="bilinear", antialias=True)
             if x.shape[1] != self.channels:

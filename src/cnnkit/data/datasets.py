@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torchvision.transforms.v2.functional as TF
 
+from cnnkit.data.augment import BatchAugment
 from cnnkit.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 
 RESIZE_POLICIES = ("stretch", "center-crop")
@@ -140,11 +141,14 @@ Images = torch.Tensor | list[torch.Tensor]
 @dataclass(frozen=True)
 class Augment:
     """Training augmentation. ``flip``: random horizontal flips. For images decoded from files also
-    ``crop_scale`` (random resized crop's area range; ``None`` for none) and colour ``jitter``."""
+    ``crop_scale`` (random resized crop's area range; ``None`` for none) and colour ``jitter``. For
+    in-memory images ``batch``: whole-batch augmentation with per-image parameters
+    (:class:`cnnkit.data.augment.BatchAugment`: crop with padding, flip, erasing)."""
 
     flip: bool = False
     crop_scale: tuple[float, float] | None = None
     jitter: float = 0.0
+    batch: BatchAugment | None = None
 
 
 @dataclass(frozen=True)
@@ -234,8 +238,13 @@ class ImageData:
             return TensorBatches(
                 images, labels, batch_size, shuffle=shuffle, seed=seed, mean=self.mean,
                 std=self.std, flip=augment.flip, device=device, memory_format=memory_format,
-                size=self.input_size[1:], channels=self.input_size[0],
+                size=self.input_size[1:], channels=self.input_size[0], batch_augment=augment.batch,
             )  # fmt: skip
+        if augment.batch is not None and augment.batch.active:
+            raise ValueError(
+                f"{self.meta.name}: batch augmentation (--batch-augment) works on in-memory images "
+                "(fashion-mnist); image files are augmented one by one (--flip)"
+            )
         from cnnkit.data.folder import ImageDataset, eval_transform, loader, train_transform
 
         size = self.input_size[1]

@@ -14,6 +14,7 @@ from cnnkit.models import (  # noqa: F401  (importing a family module registers 
     lenet,
     localizer,
     resnet,
+    speednet,
     superres,
     unet,
     vgg,

@@ -172,6 +172,11 @@ class Task(ABC):
         """Metrics of a validation or test pass; must include ``loss``."""
 
     # ---- inference
+    def infer(self, model: nn.Module, x: torch.Tensor) -> Any:
+        """The raw output the trainer evaluates and predicts with (in ``eval`` mode, no gradient):
+        ``model(x)``; classification with test-time augmentation averages the image and its mirror."""
+        return model(x)
+
     @abstractmethod
     def decode(self, output: Any) -> Any:
         """The model's raw inference output → what it means (probabilities, boxes, masks…)."""

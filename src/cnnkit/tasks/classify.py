@@ -5,10 +5,16 @@ Model-output contract: logits (N, num_classes); in training a model may return `
 Targets: int64 class indices (N,). A model whose paper has its own loss defines
 ``criterion(logits, target, label_smoothing=0.0)`` (LeNet-5's RBF MAP loss), used instead of
 cross-entropy.
+
+Test-time augmentation (``tta="flip"``): at evaluation and prediction the output is the log of the
+mean of the softmax of the image and of its horizontal mirror, ``log((softmax(f(x)) +
+softmax(f(flip(x)))) / 2)``: log-probabilities are logits whose softmax is that mean, so decoding,
+accuracy and the loss (the negative log of the averaged probability) need no other change.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -22,6 +28,9 @@ from cnnkit.tasks.registry import register_task
 
 if TYPE_CHECKING:
     from cnnkit.data.datasets import DataMeta
+
+#: test-time augmentations ``Classify(tta=…)`` takes
+TTA_CHOICES = ("flip",)
 
 #: weight of each auxiliary classifier's loss (Szegedy et al. 2014, "Going deeper with convolutions":
 #: "their loss gets added to the total loss of the network with a discount weight (0.3)")
@@ -129,7 +138,8 @@ def _cross_entropy(
 @register_task
 class Classify(Task):
     """Classification with cross-entropy (``label_smoothing`` optional) or the model's own
-    ``criterion``; auxiliary outputs weighted ``aux_loss_weight``; metrics accuracy and top-``top_k``."""
+    ``criterion``; auxiliary outputs weighted ``aux_loss_weight``; metrics accuracy and top-``top_k``;
+    ``tta="flip"``: evaluation averages each image's probabilities with its mirror's."""
 
     name = "classify"
     monitor = "val_accuracy"
@@ -137,10 +147,17 @@ class Classify(Task):
     progress_keys: ClassVar[dict[str, str]] = {"accuracy": "acc"}
 
     def __init__(
-        self, label_smoothing: float = 0.0, aux_loss_weight: float = AUX_LOSS_WEIGHT, top_k: int = 5
+        self,
+        label_smoothing: float = 0.0,
+        aux_loss_weight: float = AUX_LOSS_WEIGHT,
+        top_k: int = 5,
+        tta: str | None = None,
     ) -> None:
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing: expected a value in [0, 1), got {label_smoothing}")
+        if tta is not None and tta not in TTA_CHOICES:
+            raise ValueError(f"tta: expected one of {', '.join(TTA_CHOICES)} or none, got {tta!r}")
+        self.tta = tta
         self.label_smoothing = label_smoothing
         self.aux_loss_weight = aux_loss_weight
         self.top_k = top_k
@@ -151,11 +168,19 @@ class Classify(Task):
             "label_smoothing": self.label_smoothing,
             "aux_loss_weight": self.aux_loss_weight,
             "top_k": self.top_k,
+            # only when set, so that runs written before TTA existed resume unchanged
+            **({"tta": self.tta} if self.tta else {}),
         }
 
     def setup(self, model: nn.Module) -> None:
         # A model may carry its paper's loss (LeNet-5's RBF criterion); cross-entropy otherwise.
         self.criterion = getattr(getattr(model, "module", model), "criterion", _cross_entropy)
+        if self.tta is not None and self.criterion is not _cross_entropy:
+            raise ValueError(
+                f"tta: {type(getattr(model, 'module', model)).__name__} has its own criterion, "
+                "whose outputs are not logits to average; test-time augmentation needs a "
+                "cross-entropy classifier"
+            )
 
     def loss(
         self, output: Any, target: torch.Tensor
@@ -169,6 +194,15 @@ class Classify(Task):
             parts[f"aux{i}"] = part
             total = total + self.aux_loss_weight * part
         return total, parts
+
+    def infer(self, model: nn.Module, x: torch.Tensor) -> Any:
+        if self.tta is None:
+            return model(x)
+        logits, _ = split_output(model(x))
+        mirrored, _ = split_output(model(x.flip(-1)))
+        # the mean of the two softmaxes, as log-probabilities (logits whose softmax is that mean)
+        pair = torch.stack([logits.float(), mirrored.float()])
+        return torch.logsumexp(pair.log_softmax(-1), 0) - math.log(2)
 
     def train_metrics(self) -> TrainAccuracy:
         return TrainAccuracy()

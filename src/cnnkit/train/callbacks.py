@@ -134,7 +134,7 @@ class EarlyStopping(_Monitoring):
         if self._update(value):
             if self.restore_best:
                 self.best_state = {
-                    k: v.detach().clone() for k, v in trainer.model.state_dict().items()
+                    k: v.detach().clone() for k, v in trainer.eval_model.state_dict().items()
                 }
         else:
             if self.wait >= self.patience:
@@ -145,11 +145,12 @@ class EarlyStopping(_Monitoring):
 
     def on_train_end(self, trainer: Trainer, history: list[Logs]) -> None:
         if self.restore_best and self.best_state is not None and trainer.stop_training:
-            trainer.model.load_state_dict(self.best_state)
+            trainer.eval_model.load_state_dict(self.best_state)
 
 
 class BestCheckpoint(_Monitoring):
-    """Save ``best.safetensors`` whenever ``monitor`` (default: the task's) improves. The epochs
+    """Save ``best.safetensors`` whenever ``monitor`` (default: the task's) improves (the evaluated
+    weights as the model's: with ``Trainer(ema=…)`` the moving average). The epochs
     the trainer already has (a resumed run, fine-tuning's first phase) set the score to beat."""
 
     def __init__(self, path: str, monitor: str | None = None) -> None:
@@ -165,4 +166,4 @@ class BestCheckpoint(_Monitoring):
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: Logs) -> None:
         if self.improves(logs):
             self.remember(logs)
-            trainer.save_checkpoint(self.path, epoch=epoch + 1)
+            trainer.save_checkpoint(self.path, epoch=epoch + 1, evaluated=True)

@@ -1,7 +1,9 @@
 """Checkpoints as single safetensors files (no pickle: loading never runs code).
 
 One file holds the model's state dict under ``model/``, the optimizer's tensor state under
-``optimizer/<param index>/<name>``, and in the string metadata the optimizer's param groups and
+``optimizer/<param index>/<name>``, with an exponential moving average of the weights
+(``Trainer(ema=…)``) its ``AveragedModel`` state under ``ema/`` (checkpoints without it load as
+before, and loading only the model ignores it), and in the string metadata the optimizer's param groups and
 scalar state, the schedule's state, the epoch and anything the caller adds (all JSON). Files are
 written to a temporary name and renamed into place, so a crash never leaves a half-written
 checkpoint where a good one was.
@@ -24,6 +26,7 @@ from cnnkit.io import atomic_write
 from cnnkit.models.checkpoints import load_state_dict_strict
 
 FORMAT = "cnnkit-checkpoint-1"
+EMA_PREFIX = "ema/"  # the AveragedModel's state dict: "module.<name>" and "n_averaged"
 
 
 class DiskFullError(OSError):
@@ -67,9 +70,13 @@ def save_checkpoint(
     *,
     epoch: int = 0,
     extra: dict[str, Any] | None = None,
+    ema: torch.nn.Module | None = None,
 ) -> None:
-    """Save ``model`` (and optionally the optimizer, schedule and ``extra`` JSON) to ``path``."""
+    """Save ``model`` (and optionally the optimizer, schedule, the weights' moving average ``ema``
+    — a ``torch.optim.swa_utils.AveragedModel`` — and ``extra`` JSON) to ``path``."""
     tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"{EMA_PREFIX}{k}": v for k, v in ema.state_dict().items()})
     metadata = {"format": FORMAT, "epoch": str(epoch), "extra": json.dumps(extra or {})}
     if optimizer is not None:
         state = optimizer.state_dict()
@@ -131,11 +138,13 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any = None,
+    ema: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """Restore what :func:`save_checkpoint` wrote.
 
     Returns ``{"epoch": ..., "extra": {...}, "scheduler": state or None}``; the schedule's state is
-    loaded into ``scheduler`` when one is given.
+    loaded into ``scheduler`` when one is given, the moving average into ``ema`` (a file without
+    one is then an error).
 
     Model keys are checked strictly (``cnnkit.models.checkpoints.load_state_dict_strict``, the one
     place): a missing, unexpected or mis-shaped key is an error naming it.
@@ -143,6 +152,16 @@ def load_checkpoint(
     tensors, metadata = read_checkpoint(path)
     model_state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
     load_state_dict_strict(model, model_state, str(path))
+    if ema is not None:
+        ema_state = {
+            k[len(EMA_PREFIX) :]: v for k, v in tensors.items() if k.startswith(EMA_PREFIX)
+        }
+        if not ema_state:
+            raise ValueError(
+                f"{path}: holds no moving average of the weights ('{EMA_PREFIX}…' tensors): it was "
+                "written by a run without ema"
+            )
+        load_state_dict_strict(ema, ema_state, str(path))
     if optimizer is not None:
         if "optimizer_param_groups" not in metadata:
             raise ValueError(f"{path}: holds no optimizer state (a weights-only file?)")

@@ -7,6 +7,7 @@
       best.safetensors      weights + optimizer state at the best validation score
       last.safetensors      weights + optimizer state after the last finished epoch (for --resume)
       test_metrics.json     the task's test report (written at the end of a run)
+      speedrun.json         cnnkit speedrun: wall time, epochs, test accuracy, whether the target was met
       history.png           training loss per step, validation points per epoch, the task's metric
       confusion_matrix.png  classification: test-set confusion matrix
       predictions.png       a grid of test images with their predictions drawn
@@ -33,6 +34,7 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 STEPS = "steps.jsonl"
 TEST_METRICS = "test_metrics.json"
+SPEEDRUN = "speedrun.json"
 BEST = "best.safetensors"
 LAST = "last.safetensors"
 HISTORY_PLOT = "history.png"

@@ -33,6 +33,13 @@ host sync per step, as ``torch.amp.GradScaler`` makes for its inf check): ``on_n
 raises :class:`NonFiniteLossError`, leaving ``last.safetensors`` at the last good epoch;
 ``"skip"`` drops that batch's update (the schedule still advances, so the plan keeps its length)
 and counts it in the epoch's ``skipped_batches``.
+
+With ``ema=DECAY`` the trainer keeps an exponential moving average of the weights
+(``torch.optim.swa_utils.AveragedModel`` with ``get_ema_multi_avg_fn(DECAY)`` and
+``use_buffers=True``, so BatchNorm's running statistics are averaged too), updated after every
+``ema_every``-th optimizer step of an epoch. Validation, ``evaluate``, ``predict`` and
+``best.safetensors`` (whose ``model/`` tensors are then the average's) use the average
+(:attr:`Trainer.eval_model`); ``last.safetensors`` holds both, so ``--resume`` restores it exactly.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from cnnkit.device import default_precision, pick_device
@@ -109,7 +117,9 @@ class Trainer:
     ``None``/``auto`` (:func:`cnnkit.device.default_precision` decides). With ``out_dir`` the run
     directory of :mod:`cnnkit.train.rundir` is written. ``log_extra`` is added to every epoch's row.
     ``on_nonfinite``: ``stop`` (raise :class:`NonFiniteLossError`) or ``skip`` the batch whose loss
-    or gradients are NaN or infinite (see the module's docstring).
+    or gradients are NaN or infinite (see the module's docstring). ``ema``: keep a moving average of
+    the weights with this decay per update, updated every ``ema_every`` steps, and evaluate it
+    (see the module's docstring).
     """
 
     def __init__(
@@ -135,6 +145,8 @@ class Trainer:
         log_every: int = 10,
         log_extra: dict[str, Any] | None = None,
         on_nonfinite: str = "stop",
+        ema: float | None = None,
+        ema_every: int = 1,
     ) -> None:
         if on_nonfinite not in NONFINITE_POLICIES:
             raise ValueError(
@@ -159,6 +171,17 @@ class Trainer:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=device_ids
+            )
+        if ema is not None and not 0.0 < ema < 1.0:
+            raise ValueError(f"ema: expected a decay between 0 and 1, got {ema}")
+        if ema_every < 1:
+            raise ValueError(f"ema_every: expected a positive number of steps, got {ema_every}")
+        self.ema_decay, self.ema_every = ema, ema_every
+        #: the moving average of the weights (``ema``), a copy of the model on the same device
+        self.ema: AveragedModel | None = None
+        if ema is not None:
+            self.ema = AveragedModel(
+                self.model, multi_avg_fn=get_ema_multi_avg_fn(ema), use_buffers=True
             )
         self.task = task if task is not None else get_task("classify")
         self.task.setup(self.model)
@@ -230,8 +253,20 @@ class Trainer:
                 "device": str(self.device),
                 "seed": self.seed,
                 "world_size": self.dist.world_size,
+                # only when set, so that runs written before EMA existed resume unchanged
+                **(
+                    {"ema": self.ema_decay, "ema_every": self.ema_every}
+                    if self.ema is not None
+                    else {}
+                ),
             },
         }
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights validation, ``evaluate``, ``predict`` and ``best.safetensors`` use: the moving
+        average with ``ema``, else the model itself."""
+        return self.ema.module if self.ema is not None else self.model
 
     @property
     def reduce(self) -> distributed.Reduce:
@@ -240,12 +275,19 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- checkpoints
     def save_checkpoint(
-        self, path: str | os.PathLike, *, epoch: int | None = None, **extra: Any
+        self,
+        path: str | os.PathLike,
+        *,
+        epoch: int | None = None,
+        evaluated: bool = False,
+        **extra: Any,
     ) -> None:
-        """Weights, optimizer and schedule state, epoch and ``extra`` into one safetensors file."""
+        """Weights, optimizer and schedule state, epoch and ``extra`` into one safetensors file;
+        with ``ema`` also the moving average (``ema/…``). ``evaluated=True`` (``best.safetensors``)
+        saves the weights that were evaluated as the model's: the moving average with ``ema``."""
         save_checkpoint(
             path,
-            self.model,
+            self.eval_model if evaluated else self.model,
             self.optimizer,
             self.scheduler,
             epoch=self.epoch if epoch is None else epoch,
@@ -254,10 +296,11 @@ class Trainer:
                 "start_epoch": self.start_epoch,
                 **extra,
             },
+            ema=None if evaluated else self.ema,
         )
 
     def _resume(self, run: rundir.RunDir, epochs: int, steps_per_epoch: int) -> None:
-        info = load_checkpoint(run / rundir.LAST, self.model, self.optimizer)
+        info = load_checkpoint(run / rundir.LAST, self.model, self.optimizer, ema=self.ema)
         self.epoch = info["epoch"]
         self.history = run.read_metrics()[: self.epoch]
         self.steps = [row for row in run.read_steps() if row["epoch"] <= self.epoch]
@@ -424,6 +467,8 @@ class Trainer:
             if self._finite_step(loss, epoch, step):
                 self.optimizer.step()
                 scheduler.step()
+                if self.ema is not None and step % self.ema_every == 0:
+                    self.ema.update_parameters(self.model)
                 n = x.shape[0]
                 loss_sums[:4] += torch.stack(
                     [loss.detach().double() * n, loss.new_tensor(n).double()]
@@ -525,12 +570,14 @@ class Trainer:
 
     @torch.no_grad()
     def _outputs(self, data: Iterable) -> Iterator[tuple[Any, Any]]:
-        """``(raw model output, target or None)`` per batch, in inference mode."""
-        self.model.eval()
+        """``(raw model output, target or None)`` per batch, in inference mode: the task's
+        ``infer`` (classification with ``tta="flip"`` averages each image with its mirror) on
+        :attr:`eval_model`."""
+        model = self.eval_model.eval()
         for batch in data:
             x, y = batch if isinstance(batch, (tuple, list)) else (batch, None)
             with self.precision.autocast():
-                output = self.model(self._inputs(x))
+                output = self.task.infer(model, self._inputs(x))
             yield output, to_device(y, self.device)
 
     def evaluate(self, data: Iterable, metric: StreamingMetric | None = None) -> dict[str, float]:

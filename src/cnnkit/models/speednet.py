@@ -1,0 +1,139 @@
+"""A small, fast network for time-to-accuracy on Fashion-MNIST (``cnnkit speedrun``), after airbench.
+
+Keller Jordan, "94% on CIFAR-10 in 3.29 seconds on a single GPU" (2024; ``airbench94.py``): three
+conv groups, each conv 3×3 → max-pool 2 → BatchNorm → GELU → conv 3×3 → BatchNorm → GELU, widths
+64/256/256; then max-pooling to 1×1, a dense layer without bias and the logits scaled by 1/9.
+Convolutions have no bias (BatchNorm follows) and start as a partial identity (``dirac_`` on the
+first ``in_channels`` filters: an implicit residual); BatchNorm's running statistics move fast
+(momentum 0.4, airbench's "0.6" in its convention) with eps 1e-12.
+
+Deliberate differences, for 1×28×28 grey images on a CPU:
+
+- no whitening layer (airbench's 2×2 convolution initialised from the training patches' PCA, not
+  trained): it decorrelates RGB patches, a model builder has no training data, and on one grey
+  channel the first group sees the pixels directly; ``stem_width`` adds a plain 3×3 conv + GELU;
+- widths 32/64/128 by default (``widths``): a fifth of the CIFAR net's FLOPs, for two CPU cores
+  (the speedrun's recipe may choose others);
+- BatchNorm's weights train (airbench freezes them at 1): every parameter receives a gradient,
+  as ``DistributedDataParallel`` and the zoo's contract want;
+- global max-pooling (``AdaptiveMaxPool2d(1)``) instead of ``MaxPool2d(3)``: the same at 28×28
+  (the 3×3 map pooled whole) and any input of at least 8×8 works.
+
+288,160 parameters at the default widths, 1 channel, 10 classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from cnnkit.models.features import make_feature_info
+from cnnkit.models.registry import register_model
+
+#: airbench's BatchNorm: "momentum 0.6" of the running average is PyTorch's momentum 1 - 0.6
+BN_MOMENTUM = 0.4
+BN_EPS = 1e-12
+LOGIT_SCALE = 1 / 9
+
+
+def _conv(in_channels: int, out_channels: int) -> nn.Conv2d:
+    conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+    with torch.no_grad():
+        # an implicit residual: the first in_channels filters start as the identity (airbench)
+        nn.init.dirac_(conv.weight[: min(in_channels, out_channels)])
+    return conv
+
+
+class ConvGroup(nn.Module):
+    """conv → max-pool 2 → BN → GELU → conv → BN → GELU (airbench's ``ConvGroup``)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv1 = _conv(in_channels, out_channels)
+        self.pool = nn.MaxPool2d(2)
+        self.norm1 = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.conv2 = _conv(out_channels, out_channels)
+        self.norm2 = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.activation = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.activation(self.norm1(self.pool(self.conv1(x))))  # N x C x H/2 x W/2
+        return self.activation(self.norm2(self.conv2(x)))
+
+
+class SpeedNet(nn.Module):
+    """Three conv groups (reductions 2, 4, 8), global max-pooling, a bias-free dense layer scaled by
+    ``logit_scale``. ``num_classes=0``: the pooled features (N, widths[-1]); ``features_only``: the
+    three groups' maps (``feature_info``)."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        in_channels: int = 1,
+        widths: Sequence[int] = (32, 64, 128),
+        stem_width: int = 0,
+        logit_scale: float = LOGIT_SCALE,
+        features_only: bool = False,
+    ) -> None:
+        super().__init__()
+        if len(widths) != 3 or min(widths) < 1 or stem_width < 0:
+            raise ValueError(
+                f"speednet: expected three positive widths and stem_width >= 0, got widths "
+                f"{list(widths)}, stem_width {stem_width}"
+            )
+        self.features_only = features_only
+        self.logit_scale = logit_scale
+        self.stem = (
+            nn.Sequential(nn.Conv2d(in_channels, stem_width, 3, padding=1), nn.GELU())
+            if stem_width
+            else nn.Identity()
+        )
+        channels = [stem_width or in_channels, *widths]
+        self.groups = nn.Sequential(
+            *(ConvGroup(channels[i], channels[i + 1]) for i in range(3))
+        )  # N x w1 x H/2 x W/2 → N x w2 x H/4 x W/4 → N x w3 x H/8 x W/8
+        self.feature_channels, self.feature_strides = list(widths), [2, 4, 8]
+        self.feature_info = make_feature_info(
+            self.feature_channels, self.feature_strides, [f"groups.{i}" for i in range(3)]
+        )
+        self.num_features = widths[-1]
+        self.pool = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten())  # N x w3
+        with_fc = num_classes > 0 and not features_only
+        self.fc = nn.Linear(widths[-1], num_classes, bias=False) if with_fc else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map: (N, widths[-1], 3, 3) at 28×28."""
+        return self.groups(self.stem(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        x = self.stem(x)
+        if self.features_only:
+            maps = []
+            for group in self.groups:
+                x = group(x)
+                maps.append(x)
+            return maps
+        x = self.pool(self.groups(x))
+        if isinstance(self.fc, nn.Identity):
+            return x
+        return self.fc(x) * self.logit_scale
+
+
+@register_model(
+    input_size=(1, 28, 28),
+    min_size=8,
+    classifier="fc",
+    paper="Jordan 2024, '94% on CIFAR-10 in 3.29 Seconds on a Single GPU' (airbench94), adapted",
+)
+def speednet(
+    num_classes: int = 10,
+    in_channels: int = 1,
+    widths: Sequence[int] = (32, 64, 128),
+    stem_width: int = 0,
+    logit_scale: float = LOGIT_SCALE,
+    features_only: bool = False,
+) -> SpeedNet:
+    """airbench's network for 1×28×28 (288,160 parameters at widths 32/64/128, 10 classes)."""
+    return SpeedNet(num_classes, in_channels, tuple(widths), stem_width, logit_scale, features_only)

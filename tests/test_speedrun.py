@@ -1,0 +1,91 @@
+"""``cnnkit speedrun`` (issue 15): a tiny run on real Fashion-MNIST images writes its report with
+the right keys and values, trained with the recipe's batch augmentation, EMA and flip TTA."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cnnkit.cli import main
+from cnnkit.train import RunDir, rundir
+
+
+@pytest.fixture
+def small_fashion_mnist(fashion_mnist, monkeypatch):
+    """Fashion-MNIST cut to 256 / 200 / 300 images (the loader's own output, sliced)."""
+    (xt, yt), (xv, yv), (xs, ys) = fashion_mnist
+    small = (xt[:256], yt[:256]), (xv[:200], yv[:200]), (xs[:300], ys[:300])
+    monkeypatch.setattr("cnnkit.data.datasets.load_fashion_mnist", lambda root=None: small)
+    return small
+
+
+def test_a_tiny_speedrun_reports_time_epochs_accuracy_and_the_target(
+    small_fashion_mnist, tmp_path, capsys
+) -> None:
+    out = tmp_path / "speed"
+    argv = ["speedrun", "fashion-mnist", "--target", "0.3", "--epochs", "2", "--batch-size", "64",
+            "--model-option", "widths=[4,8,8]", "--lr", "0.2", "--out", str(out), "--no-progress",
+            "--seed", "3"]  # fmt: skip
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / rundir.SPEEDRUN).read_text())
+    assert set(report) == {
+        "dataset", "model", "seed", "target", "test_accuracy", "target_met", "epochs",
+        "train_seconds", "wall_seconds", "val_accuracy", "val_target_epoch",
+        "val_target_train_seconds", "precision", "run",
+    }  # fmt: skip
+    test = json.loads((out / rundir.TEST_METRICS).read_text())
+    history = RunDir(out).read_metrics()
+    assert report["test_accuracy"] == test["test_accuracy"]
+    assert report["target_met"] == (test["test_accuracy"] >= 0.3)
+    assert report["epochs"] == 2 and report["seed"] == 3 and report["model"] == "speednet"
+    assert report["val_accuracy"] == [row["val_accuracy"] for row in history]
+    assert report["train_seconds"] == pytest.approx(sum(row["seconds"] for row in history))
+    assert report["wall_seconds"] > report["train_seconds"] > 0
+    assert f"test accuracy {test['test_accuracy']:.2%} (target 30.00%:" in printed
+    # the recipe, recorded where --resume checks it; the test set was scored once, at the end
+    config = RunDir(out).read_config()
+    assert config["data"]["batch_augment"] == "crop=2,flip"
+    assert config["task"]["options"]["tta"] == "flip"
+    assert config["trainer"]["ema"] == 0.95 and config["trainer"]["optimizer"] == "sgd"
+    assert config["trainer"]["batch_size"] == 64 and config["speedrun"] == {
+        "dataset": "fashion-mnist"
+    }
+    assert config["model"]["options"] == {"widths": [4, 8, 8]}
+    assert config["task"]["options"]["label_smoothing"] == 0.2
+
+
+def test_speedrun_takes_only_its_datasets_and_a_sensible_target(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["speedrun", "cifar10"])
+    assert "invalid choice: 'cifar10'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["speedrun", "fashion-mnist", "--target", "94"])
+    assert "expected an accuracy in (0, 1]" in capsys.readouterr().err
+
+
+def test_the_benchmark_times_92_percent_from_the_first_epoch_that_reaches_it() -> None:
+    import importlib
+    import sys
+    from pathlib import Path
+
+    benchmarks = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, benchmarks)
+    try:
+        bench = importlib.import_module("time_to_accuracy")
+    finally:
+        sys.path.remove(benchmarks)
+    rows = [
+        {"seconds": 30.0, "images": 600, "test_accuracy": 0.90},
+        {"seconds": 20.0, "images": 600, "test_accuracy": 0.921},
+        {"seconds": 24.0, "images": 600, "test_accuracy": 0.93},
+    ]
+    summary = bench.summarize_epochs(rows)
+    # the first epoch (tracing, warm-up) is left out of the seconds per epoch: median(20, 24)
+    assert summary["seconds_per_epoch"] == 22.0 and summary["images_per_s"] == 600 / 22.0
+    assert summary["seconds_to_92"] == 50.0 and summary["final_test_accuracy"] == 0.93
+    assert bench.summarize_epochs(rows[:1])["seconds_to_92"] is None
+    assert bench.extra_speedrun_args(["0.95=--epochs 30 --lr 0.5"]) == {
+        0.95: ["--epochs", "30", "--lr", "0.5"]
+    }
