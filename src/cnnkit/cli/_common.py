@@ -483,3 +483,17 @@ def finish_run(run: RunDir, trainer: Trainer, data: ImageData, workers: int = 2)
 def _loss_label(task: Task) -> str:
     smoothing = task.options().get("label_smoothing")
     return f"train_loss (label smoothing {smoothing:g})" if smoothing else "train_loss"
+
+
+def add_run_and_images(p: argparse.ArgumentParser, task: str) -> None:
+    """The positional run directory (an image with ``--onnx``), the images, and ``--onnx FILE`` of a
+    command that applies a ``task`` run to image files (``detect``, ``segment``; see ``run_or_onnx``)."""
+    p.add_argument(
+        "run", nargs="?", default=None,
+        help=f"run directory written by `cnnkit train --task {task}` (an image with --onnx)",
+    )  # fmt: skip
+    p.add_argument("images", nargs="*", help="PNG/JPEG/GIF/WebP files, any size and colour mode")
+    p.add_argument(
+        "--onnx", default=None, metavar="FILE",
+        help=f"an ONNX file written by `cnnkit export` from a {task} run, run with onnxruntime",
+    )  # fmt: skip

@@ -20,21 +20,14 @@ import json
 from pathlib import Path
 
 from cnnkit.cli import CLIError
+from cnnkit.cli._common import add_run_and_images
 
 BEST, LAST = "best.safetensors", "last.safetensors"  # cnnkit.train.rundir's names (a test checks)
 RESULTS, IMAGES = "detections.json", "images.json"
 
 
 def register(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "run", nargs="?", default=None,
-        help="run directory written by `cnnkit train --task detect` (an image with --onnx)",
-    )  # fmt: skip
-    p.add_argument("images", nargs="*", help="PNG/JPEG/GIF/WebP files, any size and colour mode")
-    p.add_argument(
-        "--onnx", default=None, metavar="FILE",
-        help="an ONNX file written by `cnnkit export` from a detect run, run with onnxruntime",
-    )  # fmt: skip
+    add_run_and_images(p, "detect")
     p.add_argument("--out", required=True, help="folder for the drawn images and the JSON files")
     p.add_argument(
         "--score-threshold", type=float, default=0.3, help="draw detections scoring at least this"

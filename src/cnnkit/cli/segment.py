@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cnnkit.cli import CLIError
+from cnnkit.cli._common import add_run_and_images
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -27,15 +28,7 @@ LABELS_SUFFIX = "_labels"
 
 
 def register(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "run", nargs="?", default=None,
-        help="run directory written by `cnnkit train --task segment` (an image with --onnx)",
-    )  # fmt: skip
-    p.add_argument("images", nargs="*", help="PNG/JPEG/GIF/WebP files, any size and colour mode")
-    p.add_argument(
-        "--onnx", default=None, metavar="FILE",
-        help="an ONNX file written by `cnnkit export` from a segment run, run with onnxruntime",
-    )  # fmt: skip
+    add_run_and_images(p, "segment")
     p.add_argument("--out", required=True, help="folder for the overlays (created if needed)")
     p.add_argument("--checkpoint", choices=[BEST, LAST], default=BEST)
     p.add_argument("--alpha", type=float, default=0.5, help="opacity of the class colours")
