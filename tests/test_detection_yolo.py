@@ -131,6 +131,38 @@ def test_postprocess_suppresses_duplicates_of_the_same_class_only():
     ]
 
 
+def hesitant_outputs() -> torch.Tensor:
+    """One 8x8 box (anchor 0, cell (0, 0)), objectness ~1, class 0 at 0.6 and class 1 at 0.4."""
+    outputs = torch.full((1, 3, *GRID, 5 + 2), 0.0)
+    outputs[..., 4] = -12.0
+    outputs[0, 0, 0, 0, 4] = 12.0
+    outputs[0, 0, 0, 0, 5] = math.log(0.6 / 0.4)  # softmax: 0.6, 0.4
+    return outputs
+
+
+def test_multi_label_proposes_a_box_under_every_class_scoring_enough():
+    outputs = hesitant_outputs()
+    single = postprocess(outputs, ANCHORS, STRIDE, score_threshold=0.3)[0]
+    assert single["labels"].tolist() == [0]
+    multi = postprocess(outputs, ANCHORS, STRIDE, score_threshold=0.3, multi_label=True)[0]
+    assert multi["labels"].tolist() == [0, 1]  # by descending score
+    torch.testing.assert_close(multi["scores"], torch.tensor([0.6, 0.4]), atol=1e-4, rtol=0)
+    assert torch.equal(multi["boxes"][0], multi["boxes"][1])
+    torch.testing.assert_close(multi["boxes"][0], torch.tensor([0.0, 0.0, 8.0, 8.0]))
+    # the threshold applies to each class's own score: 0.5 keeps class 0 only
+    above = postprocess(outputs, ANCHORS, STRIDE, score_threshold=0.5, multi_label=True)[0]
+    assert above["labels"].tolist() == [0]
+
+
+def test_drawing_keeps_each_box_once_with_its_best_label():
+    from cnnkit.viz.detection import one_label_per_box
+
+    multi = postprocess(hesitant_outputs(), ANCHORS, STRIDE, 0.3, multi_label=True)[0]
+    best = one_label_per_box(multi)
+    assert best["labels"].tolist() == [0] and best["scores"].tolist() == multi["scores"][:1].tolist()
+    assert len(one_label_per_box({k: v[:0] for k, v in multi.items()})["boxes"]) == 0
+
+
 @pytest.mark.parametrize("box_loss", ["ciou", "giou", "mse"])
 def test_loss_of_perfect_outputs_is_near_zero_and_below_random_outputs(box_loss):
     targets = targets_two_images()
@@ -199,6 +231,29 @@ def test_detector_trains_end_to_end_on_its_loss():
     assert all(g is not None and torch.isfinite(g).all() for g in head_grads)
 
 
+def test_top_down_path_merges_every_deeper_stage_into_the_head_stage():
+    from cnnkit.models.yolo import TopDown
+
+    torch.manual_seed(0)
+    options = {"num_classes": 3, "backbone": "resnet18_narrow", "feature_index": -3}
+    plain = create_model("yolo", **options)
+    merged = create_model("yolo", **options, top_down=True).eval()
+    assert plain.top_down is None and isinstance(merged.top_down, TopDown)
+    # stage -3 of five (channels 32, 32, 64, 128, 256): laterals of stages 2, 3, 4; two smoothings
+    widths = [conv.in_channels for conv in merged.top_down.lateral]
+    assert widths == [64, 128, 256] and len(merged.top_down.smooth) == 2
+    assert merged.head.conv.in_channels == 128  # the merged map's width (hidden_channels)
+    x = torch.randn(2, 1, 64, 64)
+    assert merged(x).shape == plain(x).shape == (2, 5, 8, 8, 5 + 3)
+    # the deepest stage now reaches the output: changing it changes the grid
+    maps = merged.backbone(x)
+    base = merged.head(merged.top_down(maps))
+    maps[-1] = maps[-1] + 1.0
+    assert not torch.allclose(merged.head(merged.top_down(maps)), base)
+    # on the deepest stage there is nothing deeper to merge
+    assert create_model("yolo", num_classes=3, top_down=True).top_down is None
+
+
 def test_objectness_starts_at_the_one_percent_prior():
     model = create_model("yolo", num_classes=2).eval()
     with torch.no_grad():
@@ -242,3 +297,65 @@ def test_bfloat16_outputs_give_a_float32_loss_and_detections():
     loss, _ = yolo_loss(outputs, targets, ANCHORS, STRIDE)
     assert loss.dtype == torch.float32
     assert postprocess(outputs, ANCHORS, STRIDE)[0]["boxes"].dtype == torch.float32
+
+
+# ---- the crop classifier (crop=S) ----------------------------------------------------------------
+def crop_detector(**options) -> YOLODetector:
+    torch.manual_seed(0)
+    model = create_model(
+        "yolo", num_classes=3, anchors=ANCHORS.tolist(), crop=12, crop_boxes=2, **options
+    )
+    assert isinstance(model, YOLODetector)
+    return model
+
+
+def test_chosen_boxes_are_the_best_after_nms_padded_with_the_suppressed():
+    model = crop_detector()
+    boxes = torch.tensor([[[0.0, 0, 10, 10], [1, 1, 11, 11], [30, 30, 40, 40], [50, 50, 60, 60]]])
+    objectness = torch.tensor([[0.9, 0.8, 0.7, 0.1]])
+    # box 1 overlaps box 0 (IoU 81/119 = 0.68 > 0.5): suppressed; the two best are then 0 and 2
+    assert model.chosen_boxes(boxes, objectness).tolist() == [[0, 2]]
+    model.crop_boxes = 4  # all four: the three kept, then the suppressed one
+    assert model.chosen_boxes(boxes, objectness).tolist() == [[0, 2, 3, 1]]
+
+
+def test_crop_logits_go_to_the_anchors_overlapping_a_chosen_box_and_nowhere_else():
+    model = crop_detector().eval()
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        maps = model.backbone(x)
+        grid = model.head(maps[model.feature_index])
+        out = model(x)
+        boxes, objectness, _ = decode_outputs(grid, model.anchors, model.stride)
+        boxes = boxes.clamp(0, 64).reshape(1, -1, 4)
+        chosen = model.chosen_boxes(boxes, objectness.reshape(1, -1))[0]
+    from torchvision.ops import box_iou
+
+    member = box_iou(boxes[0], boxes[0][chosen]).max(dim=1).values > 0.5  # A
+    flat_out, flat_grid = out.reshape(-1, 5 + 3), grid.reshape(-1, 5 + 3)
+    assert torch.equal(flat_out[:, :5], flat_grid[:, :5])  # boxes and objectness untouched
+    assert torch.equal(flat_out[~member, 5:], flat_grid[~member, 5:])
+    assert member[chosen].all() and member.sum() >= len(chosen)
+    changed = (flat_out[member, 5:] - flat_grid[member, 5:]).abs().amax(dim=1)
+    assert (changed > 0).all()
+    # the chosen box's own anchor gets exactly the crop classifier's logits on its crop
+    with torch.no_grad():
+        logits = model.crop_logits(model.crop(x, boxes[0][chosen[:1]]))
+    torch.testing.assert_close(flat_out[chosen[0], 5:] - flat_grid[chosen[0], 5:], logits[0])
+
+
+def test_crop_classifier_learns_through_the_class_loss():
+    model = crop_detector().train()
+    images = torch.rand(2, 1, 32, 32)
+    targets = [{"boxes": torch.tensor([[4.0, 4.0, 20.0, 16.0]]), "labels": torch.tensor([1])}] * 2
+    model.crop_boxes = 3 * 8 * 8  # every anchor of the 8x8 grid: the assigned one is cropped
+    loss, _ = yolo_loss(model(images), targets, model.anchors, model.stride)
+    loss.backward()
+    grads = [p.grad for p in model.crop_logits.parameters()]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize(("option", "value"), [("crop", -1), ("crop_boxes", 0)])
+def test_bad_crop_options_are_a_clear_error(option, value):
+    with pytest.raises(ValueError, match="expected a crop side >= 0"):
+        create_model("yolo", num_classes=3, **{"crop": 8, option: value})

@@ -59,13 +59,28 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _leave_process_group() -> None:
+    """End a ``torchrun`` job's process group once the command is done, as PyTorch asks
+    (``destroy_process_group``): a process that exits with it still alive may abort in the
+    teardown ("terminate called without an active exception") while its peer is still leaving."""
+    if "torch.distributed" not in sys.modules:  # the command never touched torch.distributed
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # nobody leaves while another process still needs the group
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     args.argv = list(argv)  # the command line as given (`cnnkit train --nproc` passes it on)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        _leave_process_group()
+        return code
     except (CLIError, OSError, ValueError) as exc:  # user-fixable: no traceback
         print(f"cnnkit {args.command}: error: {exc}", file=sys.stderr)
         return 2

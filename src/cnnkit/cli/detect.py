@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from cnnkit.cli._common import ImageFiles, run_or_onnx
     from cnnkit.device import pick_device
     from cnnkit.io import atomic_write_bytes
-    from cnnkit.viz.detection import draw_detections, save_png
+    from cnnkit.viz.detection import draw_detections, one_label_per_box, save_png
 
     paths, model, task, meta = run_or_onnx(args.run, args.images, args.onnx, args.checkpoint)
     if task.name != "detect":
@@ -87,9 +87,10 @@ def run(args: argparse.Namespace) -> int:
         drawn = draw_detections(image, found, meta.class_names, args.score_threshold)
         target = out / f"{Path(path).stem}.png"
         save_png(drawn, target)
-        shown = int((found["scores"] >= args.score_threshold).sum())
+        best = one_label_per_box(found)
+        shown = int((best["scores"] >= args.score_threshold).sum())
         print(f"{path}: {shown} detection(s) >= {args.score_threshold:g} -> {target}")
-        for line in task.format_prediction(found, meta.class_names, top=shown):
+        for line in task.format_prediction(best, meta.class_names, top=shown):
             print(f"  {line}")
     categories = [{"id": i, "name": name} for i, name in enumerate(meta.class_names)]
     atomic_write_bytes(out / RESULTS, (json.dumps(results) + "\n").encode())

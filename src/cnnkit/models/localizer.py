@@ -143,34 +143,41 @@ def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
 class CropClassifier(nn.Module):
     """The input inside each box, resampled to ``size``×``size`` (``torchvision.ops.roi_align``,
     ``aligned=True``: pixel centres at half-integers, cnnkit's continuous box convention) → a small
-    CNN (3×3 convolutions 32, 32, pool, 64, 64, pool, 128, global average pool) → (N, 128)."""
+    CNN (3×3 convolutions w, w, pool, 2w, 2w, pool, 4w, global average pool; w = ``width``, 32 by
+    default) → (N, 4w)."""
 
-    out_channels = 128
-
-    def __init__(self, in_channels: int, size: int) -> None:
+    def __init__(self, in_channels: int, size: int, width: int = 32) -> None:
         super().__init__()
         self.size = size
+        self.out_channels = 4 * width
         self.net = nn.Sequential(
-            *_conv_bn_relu(in_channels, 32),
-            *_conv_bn_relu(32, 32),
+            *_conv_bn_relu(in_channels, width),
+            *_conv_bn_relu(width, width),
             nn.MaxPool2d(2),
-            *_conv_bn_relu(32, 64),
-            *_conv_bn_relu(64, 64),
+            *_conv_bn_relu(width, 2 * width),
+            *_conv_bn_relu(2 * width, 2 * width),
             nn.MaxPool2d(2),
-            *_conv_bn_relu(64, self.out_channels),
+            *_conv_bn_relu(2 * width, self.out_channels),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )
 
-    def crops(self, x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) images and (N, 4) xyxy pixel boxes → (N, C, size, size)."""
+    def crops(
+        self, x: torch.Tensor, boxes: torch.Tensor, images: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(N, C, H, W) images and (R, 4) xyxy pixel boxes → (R, C, size, size); box r is in image
+        ``images[r]`` (default: box i in image i, R = N)."""
         from torchvision.ops import roi_align
 
-        rois = torch.cat([torch.arange(len(x), device=x.device, dtype=x.dtype)[:, None], boxes], 1)
-        return roi_align(x, rois.to(x.dtype), self.size, sampling_ratio=2, aligned=True)
+        if images is None:
+            images = torch.arange(len(x), device=x.device)
+        rois = torch.cat([images.to(x.dtype)[:, None], boxes.to(x.dtype)], 1)
+        return roi_align(x, rois, self.size, sampling_ratio=2, aligned=True)
 
-    def forward(self, x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        return self.net(self.crops(x, boxes))
+    def forward(
+        self, x: torch.Tensor, boxes: torch.Tensor, images: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.net(self.crops(x, boxes, images))
 
 
 class Localizer(nn.Module):

@@ -162,8 +162,10 @@ class Detect(Task):
 
     Options (recorded in ``config.json``): the loss's ``box_loss``, ``box_weight``, ``obj_weight``,
     ``noobj_weight``, ``cls_weight``, ``ignore_iou``; ``num_anchors`` for the K-Means;
-    ``score_threshold``, ``nms_iou``, ``max_detections`` for decoding (the low default threshold
-    keeps the low-scoring tail mAP needs; ``cnnkit detect`` draws above its own threshold).
+    ``score_threshold``, ``nms_iou``, ``max_detections``, ``multi_label`` for decoding (the low
+    default threshold keeps the low-scoring tail mAP needs; ``multi_label``, on by default, proposes
+    a box under every class scoring above it, as Ultralytics' validation does; ``cnnkit detect``
+    draws each box's best label above its own threshold).
     """
 
     name = "detect"
@@ -184,6 +186,7 @@ class Detect(Task):
         score_threshold: float = 0.01,
         nms_iou: float = 0.5,
         max_detections: int = 100,
+        multi_label: bool = True,
     ) -> None:
         if box_loss not in ("ciou", "giou", "mse"):
             raise ValueError(f"box_loss: expected 'ciou', 'giou' or 'mse', got {box_loss!r}")
@@ -193,7 +196,7 @@ class Detect(Task):
         self.obj_weight, self.noobj_weight, self.cls_weight = obj_weight, noobj_weight, cls_weight
         self.ignore_iou, self.num_anchors = ignore_iou, num_anchors
         self.score_threshold, self.nms_iou = score_threshold, nms_iou
-        self.max_detections = max_detections
+        self.max_detections, self.multi_label = max_detections, multi_label
         self._model: nn.Module | None = None
         self._last_parts: dict[str, torch.Tensor] = {}
 
@@ -209,6 +212,7 @@ class Detect(Task):
             "score_threshold": self.score_threshold,
             "nms_iou": self.nms_iou,
             "max_detections": self.max_detections,
+            "multi_label": self.multi_label,
         }
 
     # ---- model and data
@@ -280,7 +284,7 @@ class Detect(Task):
         anchors, stride, _ = self._geometry()
         return postprocess(
             output, anchors, stride, self.score_threshold, self.nms_iou,
-            self.max_detections,
+            self.max_detections, self.multi_label,
         )  # fmt: skip
 
     def format_prediction(

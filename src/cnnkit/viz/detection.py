@@ -40,6 +40,20 @@ def to_uint8_rgb(image: torch.Tensor | np.ndarray) -> torch.Tensor:
     return tensor.expand(3, -1, -1) if tensor.shape[0] == 1 else tensor[:3]
 
 
+def one_label_per_box(detections: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``detections`` (by descending score) without the repeats of a box under a lower-scoring
+    label: multi-label decoding (``cnnkit.detection.postprocess``) proposes a box under every class
+    that scores enough, which mAP wants and a picture does not."""
+    seen: set[tuple[float, ...]] = set()
+    keep = []
+    for j, box in enumerate(detections["boxes"].tolist()):
+        if tuple(box) not in seen:
+            seen.add(tuple(box))
+            keep.append(j)
+    index = torch.tensor(keep, dtype=torch.long)
+    return {k: v[index.to(v.device)] for k, v in detections.items()}
+
+
 def draw_detections(
     image: torch.Tensor | np.ndarray,
     detections: Mapping[str, torch.Tensor],
@@ -48,8 +62,10 @@ def draw_detections(
     width: int = 1,
 ) -> torch.Tensor:
     """The image (see ``to_uint8_rgb``) as uint8 (3, H, W) with the detections scoring at least
-    ``score_threshold`` drawn: boxes (xyxy pixels of this image) labelled "class score"."""
+    ``score_threshold`` drawn: boxes (xyxy pixels of this image) labelled "class score", each box
+    once, with its best label (``one_label_per_box``)."""
     canvas = to_uint8_rgb(image)
+    detections = one_label_per_box(detections)
     keep = detections["scores"] >= score_threshold
     boxes = detections["boxes"][keep].detach().float().cpu()
     if len(boxes) == 0:
