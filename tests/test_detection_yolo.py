@@ -159,7 +159,9 @@ def test_drawing_keeps_each_box_once_with_its_best_label():
 
     multi = postprocess(hesitant_outputs(), ANCHORS, STRIDE, 0.3, multi_label=True)[0]
     best = one_label_per_box(multi)
-    assert best["labels"].tolist() == [0] and best["scores"].tolist() == multi["scores"][:1].tolist()
+    assert (
+        best["labels"].tolist() == [0] and best["scores"].tolist() == multi["scores"][:1].tolist()
+    )
     assert len(one_label_per_box({k: v[:0] for k, v in multi.items()})["boxes"]) == 0
 
 
@@ -317,6 +319,12 @@ def test_chosen_boxes_are_the_best_after_nms_padded_with_the_suppressed():
     assert model.chosen_boxes(boxes, objectness).tolist() == [[0, 2]]
     model.crop_boxes = 4  # all four: the three kept, then the suppressed one
     assert model.chosen_boxes(boxes, objectness).tolist() == [[0, 2, 3, 1]]
+    # a second image with the same boxes, scored the other way round: images never suppress
+    # each other's boxes (box 3 would suppress nothing; box 1 now beats box 0)
+    two = torch.cat([boxes, boxes])
+    scores = torch.cat([objectness, torch.tensor([[0.1, 0.9, 0.7, 0.8]])])
+    model.crop_boxes = 3
+    assert model.chosen_boxes(two, scores).tolist() == [[0, 2, 3], [1, 3, 2]]
 
 
 def test_crop_logits_go_to_the_anchors_overlapping_a_chosen_box_and_nowhere_else():
@@ -359,3 +367,17 @@ def test_crop_classifier_learns_through_the_class_loss():
 def test_bad_crop_options_are_a_clear_error(option, value):
     with pytest.raises(ValueError, match="expected a crop side >= 0"):
         create_model("yolo", num_classes=3, **{"crop": 8, option: value})
+
+
+def test_batched_iou_is_torchvisions_box_iou_image_by_image():
+    from torchvision.ops import box_iou
+
+    from cnnkit.models.yolo import _batched_iou
+
+    g = torch.Generator().manual_seed(0)
+    corner = torch.rand(3, 7, 2, generator=g) * 50
+    a = torch.cat([corner, corner + 1 + torch.rand(3, 7, 2, generator=g) * 30], -1)
+    corner = torch.rand(3, 4, 2, generator=g) * 50
+    b = torch.cat([corner, corner + 1 + torch.rand(3, 4, 2, generator=g) * 30], -1)
+    expected = torch.stack([box_iou(x, y) for x, y in zip(a, b, strict=True)])
+    torch.testing.assert_close(_batched_iou(a, b), expected)

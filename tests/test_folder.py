@@ -180,3 +180,18 @@ def test_worker_processes_prefetch_batches(tmp_path):
     )
     assert data.train.num_workers == 2 and data.train.prefetch_factor == 3 and data.test is None
     assert sum(len(y) for _, y in data.train) == 6
+
+
+def test_channel_stats_are_numpys_and_a_constant_channel_is_not_scaled():
+    from cnnkit.data.datasets import channel_stats
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 3, 4, 4), dtype=np.uint8)
+    images[:, 1] = 40  # one grey level: std 0
+    mean, std = channel_stats(torch.from_numpy(images))
+    x = images.astype(np.float64) / 255
+    assert mean == pytest.approx(x.mean(axis=(0, 2, 3)), abs=1e-6)
+    assert std[0] == pytest.approx(x[:, 0].std(ddof=1), abs=1e-6)
+    assert std[1] == 1.0  # not 0: normalizing divides by it
+    one_pixel = channel_stats(torch.full((1, 1, 1, 1), 7, dtype=torch.uint8))
+    assert one_pixel == ((pytest.approx(7 / 255),), (1.0,))

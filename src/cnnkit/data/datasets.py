@@ -258,10 +258,18 @@ class ImageData:
         return loader(dataset, batch_size, shuffle, workers, 2, seed, collate)
 
 
+#: a channel whose std is below this (a constant channel: one grey level, a single pixel) is not
+#: scaled (std 1), as Keras' ``Normalization`` floors the std, instead of dividing by ~0 (inf, NaN)
+MIN_STD = 1e-6
+
+
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std of uint8 images (N, C, H, W), on the [0, 1] scale."""
+    """Per-channel mean and std of uint8 images (N, C, H, W), on the [0, 1] scale; a constant
+    channel gets std 1 (``MIN_STD``)."""
     x = images.float().div_(255).transpose(0, 1).reshape(images.shape[1], -1)
-    return tuple(x.mean(1).tolist()), tuple(x.std(1).tolist())
+    std = x.std(1) if x.shape[1] > 1 else torch.zeros(len(x))
+    std = torch.where(std.isfinite() & (std >= MIN_STD), std, torch.ones_like(std))
+    return tuple(x.mean(1).tolist()), tuple(std.tolist())
 
 
 def _fashion_mnist(
