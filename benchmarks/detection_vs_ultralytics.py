@@ -110,6 +110,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--speed-images", type=int, default=64, help="images timed per setting per round"
     )
     p.add_argument(
+        "--remeasure", action="store_true",
+        help="keep both trained models in --out and redo only the scores and speeds (steps 4, 5: "
+        "after a change to cnnkit's inference), updating results.json",
+    )  # fmt: skip
+    p.add_argument(
         "--stage", choices=("main", "yolo-train", "measure"), default="main", help=argparse.SUPPRESS
     )
     args = p.parse_args(argv)
@@ -141,6 +146,41 @@ def yolo_detections(xyxy: Any, conf: Any, cls: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- stage: main (cnnkit's venv)
+def peer_stage_arguments(args: argparse.Namespace, out: Path) -> tuple[list[Any], dict[str, str]]:
+    """The arguments and environment of the stages that run in the peer environment."""
+    forward = [
+        "--out", out, "--budget", args.budget, "--threads", args.threads,
+        "--n-test", args.n_test, "--canvas", args.canvas, "--max-objects", args.max_objects,
+        "--seed", args.seed, "--yolo-model", args.yolo_model, "--yolo-batch", args.yolo_batch,
+        "--rounds", args.rounds, "--speed-images", args.speed_images,
+    ]  # fmt: skip
+    peer_env = child_environment(
+        args.threads, {"YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(out / "ultralytics-config")}
+    )
+    return forward, peer_env
+
+
+def remeasure(args: argparse.Namespace, out: Path) -> None:
+    """Steps 4 and 5 again on the trained models of an earlier run in ``out``; its
+    ``results.json`` keeps the training figures and gets the new scores, speeds and CPU."""
+    from cnnkit.io import atomic_write_bytes
+
+    if not (out / "results.json").is_file():
+        raise SystemExit(f"{out}: holds no results.json; expected the folder of a finished run")
+    forward, peer_env = peer_stage_arguments(args, out)
+    python = peer_python("ultralytics", ULTRALYTICS_PINS)
+    run([python, __file__, *forward, "--stage", "measure"], peer_env, out / "measure.log")
+    results = json.loads((out / "results.json").read_text())
+    measured = json.loads((out / "measure.json").read_text())
+    results["cpu"], results["peer_versions"] = cpu_description(), measured["versions"]
+    results["remeasured"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    for name in ("cnnkit", "ultralytics"):
+        results[name].update(measured[name])
+    atomic_write_bytes(out / "results.json", (json.dumps(results, indent=1) + "\n").encode())
+    print_table(results)
+    print(f"\nresults in {out / 'results.json'}")
+
+
 def main(args: argparse.Namespace) -> None:
     import yaml
 
@@ -149,6 +189,9 @@ def main(args: argparse.Namespace) -> None:
 
     budget = budget_seconds(args.budget)
     out = args.out.resolve()
+    if args.remeasure:
+        remeasure(args, out)
+        return
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out}: exists and is not empty; expected a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -191,15 +234,7 @@ def main(args: argparse.Namespace) -> None:
     cnnkit_wall = run(command, env, out / "cnnkit-train.log")
 
     # 3. Ultralytics, after cnnkit has finished
-    forward = [
-        "--out", out, "--budget", args.budget, "--threads", args.threads,
-        "--n-test", args.n_test, "--canvas", args.canvas, "--max-objects", args.max_objects,
-        "--seed", args.seed, "--yolo-model", args.yolo_model, "--yolo-batch", args.yolo_batch,
-        "--rounds", args.rounds, "--speed-images", args.speed_images,
-    ]  # fmt: skip
-    peer_env = child_environment(
-        args.threads, {"YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(out / "ultralytics-config")}
-    )
+    forward, peer_env = peer_stage_arguments(args, out)
     yolo_wall = run(
         [python, __file__, *forward, "--stage", "yolo-train"], peer_env, out / "yolo-train.log"
     )
@@ -347,7 +382,7 @@ def measure(args: argparse.Namespace) -> None:
             raise SystemExit(f"{path}: differs from test scene {i} made in memory")
     targets = [{"boxes": b, "labels": y} for b, y in zip(scenes.boxes, scenes.labels, strict=True)]
 
-    _, _, model, task, meta = load_run(args.out / "cnnkit")
+    _, _, model, task, meta = load_run(args.out / "cnnkit", fuse=True)  # as `cnnkit detect`
     names = list(meta.class_names)
     yolo = YOLO(json.loads((args.out / "yolo-train.json").read_text())["best"])
 
@@ -357,9 +392,7 @@ def measure(args: argparse.Namespace) -> None:
         for start in range(0, len(scenes), 100):
             grid = model(meta.preprocess(scenes.images[start : start + 100]))
             ours += task.decode(grid)
-            task.multi_label = False  # type: ignore[attr-defined]
-            ours_one_label += task.decode(grid)
-            task.multi_label = True  # type: ignore[attr-defined]
+            ours_one_label += task.decode(grid, multi_label=False)  # type: ignore[call-arg]
     theirs = [
         yolo_detections(r.boxes.xyxy, r.boxes.conf, r.boxes.cls)
         for r in yolo.predict(

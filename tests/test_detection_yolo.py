@@ -256,6 +256,37 @@ def test_top_down_path_merges_every_deeper_stage_into_the_head_stage():
     assert create_model("yolo", num_classes=3, top_down=True).top_down is None
 
 
+def test_stages_deeper_than_the_heads_are_dropped_and_old_checkpoints_still_load():
+    from cnnkit.models.checkpoints import load_state_dict_strict
+
+    options = {"num_classes": 3, "backbone": "resnet18_narrow", "feature_index": -3}
+    torch.manual_seed(0)
+    model = create_model("yolo", **options).eval()
+    torch.manual_seed(0)
+    full = create_model("resnet18_narrow", in_channels=1, features_only=True).eval()
+    # stem + two stages kept of four; feature_index resolved to the last kept map
+    assert len(model.backbone.stages) == 2 and model.feature_index == 2
+    assert model.backbone.feature_channels == [32, 32, 64] and model.stride == 8
+    # built before the cut: the kept weights are the ones the full backbone draws
+    kept = model.backbone.state_dict()
+    assert kept.keys() < full.state_dict().keys()
+    assert all(torch.equal(kept[k], full.state_dict()[k]) for k in kept)
+    x = torch.randn(2, 1, 64, 64)
+    assert torch.equal(model.backbone(x)[-1], full(x)[2])
+    # a checkpoint of the uncut detector (with stages 2 and 3) loads; the extra weights are ignored
+    old = {**model.state_dict(), **{f"backbone.{k}": v for k, v in full.state_dict().items()}}
+    assert "backbone.stages.3.0.conv1.weight" in old
+    fresh = create_model("yolo", **options).eval()
+    load_state_dict_strict(fresh, old)
+    assert torch.equal(fresh(x), model(x))
+    # any other unexpected key is still an error
+    with pytest.raises(ValueError, match="'backbone.extra' is not a parameter"):
+        load_state_dict_strict(fresh, {**old, "backbone.extra": torch.zeros(1)})
+    # the top-down path reads the deeper stages: nothing is dropped then
+    merged = create_model("yolo", **options, top_down=True)
+    assert len(merged.backbone.stages) == 4
+
+
 def test_objectness_starts_at_the_one_percent_prior():
     model = create_model("yolo", num_classes=2).eval()
     with torch.no_grad():

@@ -170,3 +170,42 @@ def test_lenet_preprocess_pads_with_background_and_scales_ink() -> None:
     assert x.shape == (1, 1, 32, 32)
     torch.testing.assert_close(x[0, 0, 0, 0], torch.tensor(-0.1))
     torch.testing.assert_close(x[0, 0, 16, 16], torch.tensor(1.175))
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "size"),
+    [
+        ("resnet18_narrow", {}, 64),
+        ("resnet50_small", {"num_classes": 10, "in_channels": 1}, 32),
+        ("efficientnet_lite0", {"num_classes": 10, "in_channels": 1}, 64),
+        ("yolo", {"backbone": "resnet18_narrow", "feature_index": -3, "crop": 16}, 64),
+    ],
+)
+def test_folding_batchnorm_into_convolutions_keeps_the_outputs(name, options, size):
+    from cnnkit.models import create_model
+    from cnnkit.models.fusion import fuse_conv_bn
+
+    torch.manual_seed(0)
+    model = create_model(name, **options)
+    for module in model.modules():  # statistics far from the identity, so folding shows
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            torch.nn.init.uniform_(module.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(module.bias, -0.5, 0.5)
+    model.eval()
+    x = torch.randn(2, 1, size, size)
+    before = model(x)
+    norms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    folded = fuse_conv_bn(model)
+    assert folded == norms  # every BatchNorm of these models follows a convolution
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    torch.testing.assert_close(model(x), before, rtol=1e-4, atol=1e-4)
+
+
+def test_folding_refuses_a_model_in_training_mode():
+    from cnnkit.models import create_model
+    from cnnkit.models.fusion import fuse_conv_bn
+
+    with pytest.raises(ValueError, match="training mode; call model.eval"):
+        fuse_conv_bn(create_model("resnet18_narrow"))

@@ -402,10 +402,14 @@ def task_from_config(config: dict[str, Any], source: Path) -> Task:
 
 
 def load_run(
-    path: str | Path, checkpoint: str | None = None
+    path: str | Path, checkpoint: str | None = None, fuse: bool = False
 ) -> tuple[RunDir, dict[str, Any], torch.nn.Module, Task, DataMeta]:
-    """A run directory's config, its model with the ``checkpoint`` weights (default: the best),
-    its task and its data description."""
+    """A run directory's config, its model with the ``checkpoint`` weights (default: the best) in
+    evaluation mode, its task and its data description. ``fuse``: ready for inference only —
+    BatchNorm folded into the convolutions (``cnnkit.models.fusion``) and the weights
+    channels-last, the layout oneDNN's convolutions run fastest and training uses (the folded
+    weights are new, contiguous tensors: without it a grey model's stem ran NCHW, and oneDNN's
+    NCHW max-pool is about 10x slower than its NHWC one on a 2-core AVX2 EPYC)."""
     from cnnkit.data.datasets import DataMeta
     from cnnkit.train import RunDir, rundir
     from cnnkit.train.checkpoint import load_checkpoint
@@ -422,7 +426,15 @@ def load_run(
     model = model_from_config(config, where)
     load_checkpoint(run / (checkpoint or rundir.BEST), model)
     task.setup(model)  # detection decodes with the model's anchors and stride
-    return run, config, model.eval(), task, meta
+    model.eval()
+    if fuse:
+        import torch
+
+        from cnnkit.models.fusion import fuse_conv_bn
+
+        fuse_conv_bn(model)
+        model.to(memory_format=torch.channels_last)  # convolutions then return channels_last
+    return run, config, model, task, meta
 
 
 def run_or_onnx(
@@ -446,7 +458,7 @@ def run_or_onnx(
         return paths, onnx_model, onnx_model.task, onnx_model.meta
     if run is None or not images:
         raise CLIError("expected a run directory and at least one image")
-    _, _, model, task, meta = load_run(run, checkpoint)
+    _, _, model, task, meta = load_run(run, checkpoint, fuse=True)
     return list(images), model, task, meta
 
 

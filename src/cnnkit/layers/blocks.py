@@ -75,6 +75,8 @@ class ResidualUnit(nn.Module):
     """
 
     expansion = 1
+    #: applied back to back in ``forward``: foldable for inference (``cnnkit.models.fusion``)
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"))
 
     def __init__(
         self,
@@ -116,6 +118,8 @@ class Bottleneck(nn.Module):
     """
 
     expansion = 4
+    #: applied back to back in ``forward``: foldable for inference (``cnnkit.models.fusion``)
+    conv_bn_pairs = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
     def __init__(
         self,

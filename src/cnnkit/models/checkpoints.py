@@ -65,6 +65,16 @@ def convert_state_dict(
     return _converter_for(model_name, source)(state_dict)
 
 
+def dropped_state_prefixes(model: nn.Module) -> tuple[str, ...]:
+    """The key prefixes (ending in ".") of submodules that ``model`` dropped after it was built
+    (each module lists its own in ``dropped_state_prefixes``): a checkpoint may hold them."""
+    prefixes: list[str] = []
+    for name, module in model.named_modules():
+        for dropped in getattr(module, "dropped_state_prefixes", ()):
+            prefixes.append(f"{name}.{dropped}." if name else f"{dropped}.")
+    return tuple(prefixes)
+
+
 def load_state_dict_strict(
     model: nn.Module, state_dict: StateDict, source: str = "checkpoint", assign: bool = False
 ) -> None:
@@ -77,6 +87,11 @@ def load_state_dict_strict(
     trying, this checks first and names the first missing, unexpected or mis-shaped key.
     """
     expected = model.state_dict()
+    dropped = dropped_state_prefixes(model)
+    if dropped:  # weights of modules the model has cut off since (e.g. ResNet.truncate)
+        state_dict = {
+            k: v for k, v in state_dict.items() if not any(k.startswith(p) for p in dropped)
+        }
     for key, tensor in expected.items():
         if key not in state_dict:
             raise ValueError(f"{source}: model key {key!r} {tuple(tensor.shape)} is missing")

@@ -147,6 +147,27 @@ class ResNet(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
+    def truncate(self, maps: int) -> None:
+        """Keep what computes the first ``maps`` feature maps (the stem's, then ``maps - 1``
+        stages) and drop the deeper stages: a head that reads a shallower stage never pays for
+        them, and every parameter left receives a gradient. The dropped modules' names go to
+        ``dropped_state_prefixes``, so a checkpoint written before the cut still loads (its weights
+        of those stages, which never touched the output, are ignored: ``load_state_dict_strict``)."""
+        if not self.features_only or not 1 <= maps <= len(self.feature_channels):
+            raise ValueError(
+                f"ResNet.truncate({maps}): expected a feature extractor (features_only=True) and "
+                f"1 <= maps <= {len(self.feature_channels)}"
+            )
+        kept = maps - 1  # stages after the stem
+        self.dropped_state_prefixes = tuple(
+            f"stages.{i}" for i in range(kept, len(self.stages))
+        ) + getattr(self, "dropped_state_prefixes", ())
+        self.stages = self.stages[:kept]
+        self.feature_channels = self.feature_channels[:maps]
+        self.feature_strides = self.feature_strides[:maps]
+        self.feature_info = self.feature_info[:maps]
+        self.num_features = self.feature_channels[-1]
+
     def forward_stages(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The stem's output and each stage's output, strides ``feature_strides``."""
         x = self.stem(x)  # N x 64 x H/2 x W/2 (H x W for the small stem)

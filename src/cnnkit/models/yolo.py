@@ -72,6 +72,9 @@ class YOLOHead(nn.Module):
     """3×3 conv + BatchNorm + LeakyReLU(0.1) (Darknet's block), then a 1×1 conv to B·(5 + K) maps.
     (N, C, S_h, S_w) → (N, B, S_h, S_w, 5 + K)."""
 
+    #: applied back to back in ``forward``: foldable for inference (``cnnkit.models.fusion``)
+    conv_bn_pairs = (("conv", "bn"),)
+
     def __init__(
         self,
         in_channels: int,
@@ -187,6 +190,13 @@ class YOLODetector(nn.Module):
         self.register_buffer("anchors", anchor_tensor)
         deeper = top_down and feature_index % len(channels) < len(channels) - 1
         self.top_down = TopDown(channels, feature_index, hidden_channels) if deeper else None
+        truncate = getattr(backbone, "truncate", None)
+        if self.top_down is None and callable(truncate):
+            # the stages deeper than the head's are never read: drop them (on resnet18_narrow at
+            # feature_index=-3, 34% of the detector's FLOPs); built first, so the initialization
+            # draws the same numbers as before
+            self.feature_index = feature_index % len(channels)
+            truncate(self.feature_index + 1)
         head_channels = hidden_channels if self.top_down is not None else channels[feature_index]
         self.head = YOLOHead(head_channels, len(anchor_tensor), num_classes, hidden_channels)
         bad = [size for size in multi_scale if int(size) < self.stride or int(size) % self.stride]

@@ -277,15 +277,16 @@ class Detect(Task):
         return DetectionEval(self.loss, self.decode, class_names)
 
     # ---- inference
-    def decode(self, output: torch.Tensor) -> Detections:
-        """Raw grids → per-image ``boxes`` (xyxy input pixels), ``scores``, ``labels``."""
+    def decode(self, output: torch.Tensor, multi_label: bool | None = None) -> Detections:
+        """Raw grids → per-image ``boxes`` (xyxy input pixels), ``scores``, ``labels``;
+        ``multi_label`` overrides the task's."""
         from cnnkit.detection import postprocess
 
         anchors, stride, _ = self._geometry()
+        multi = self.multi_label if multi_label is None else multi_label
         return postprocess(
-            output, anchors, stride, self.score_threshold, self.nms_iou,
-            self.max_detections, self.multi_label,
-        )  # fmt: skip
+            output, anchors, stride, self.score_threshold, self.nms_iou, self.max_detections, multi
+        )
 
     def format_prediction(
         self, decoded: dict[str, torch.Tensor], class_names: Sequence[str], top: int = 3
