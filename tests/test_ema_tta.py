@@ -179,6 +179,28 @@ def test_tta_choices_are_checked_and_the_cli_offers_the_tasks() -> None:
 
 
 # ---- the command line ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("flip", "batch_augment", "warned"),
+    [
+        (False, None, True),
+        (False, "crop=2", True),
+        (True, None, False),
+        (False, "crop=2,flip", False),
+    ],
+)
+def test_flip_tta_without_flipped_training_images_is_warned(capsys, flip, batch_augment, warned):
+    import argparse
+
+    from cnnkit.cli._common import task_from_args
+
+    args = argparse.Namespace(
+        task="classify", task_option=[], label_smoothing=0.0, tta="flip", flip=flip,
+        batch_augment=batch_augment,
+    )  # fmt: skip
+    assert task_from_args(args).tta == "flip"
+    assert ("never mirrors an image" in capsys.readouterr().err) == warned
+
+
 def test_resume_refuses_to_add_ema_tta_or_batch_augmentation_naming_each() -> None:
     old = {
         "data": {"name": "fashion-mnist", "flip": False},

@@ -224,7 +224,24 @@ def task_from_args(args: argparse.Namespace) -> Task:
         if args.task != "classify":
             raise CLIError(f"--tta: test-time augmentation is for --task classify, not {args.task}")
         options.setdefault("tta", args.tta)
+        if args.tta == "flip" and not _trains_on_mirrored_images(args):
+            print(
+                "warning: --tta flip, but training never mirrors an image (--flip or "
+                "--batch-augment flip): mirrored images are new to the model, which can cost more "
+                "than the average gains (Fashion-MNIST's shoes all point one way: the demo's model "
+                "scored 80.9% with flip TTA, 90.3% without)",
+                file=sys.stderr,
+            )
     return get_task(args.task, **options)
+
+
+def _trains_on_mirrored_images(args: argparse.Namespace) -> bool:
+    from cnnkit.data.augment import BatchAugment
+
+    spec = getattr(args, "batch_augment", None)
+    return bool(getattr(args, "flip", False)) or (
+        spec is not None and BatchAugment.parse(spec).flip
+    )
 
 
 class ImageFiles:
