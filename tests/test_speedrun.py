@@ -89,3 +89,21 @@ def test_the_benchmark_times_92_percent_from_the_first_epoch_that_reaches_it() -
     assert bench.extra_speedrun_args(["0.95=--epochs 30 --lr 0.5"]) == {
         0.95: ["--epochs", "30", "--lr", "0.5"]
     }
+
+
+def test_speednet_activation_is_gelu_or_relu_everywhere() -> None:
+    from torch import nn
+
+    from cnnkit.models import create_model
+
+    def activations(model: nn.Module) -> set[type]:
+        return {type(m) for m in model.modules() if isinstance(m, (nn.GELU, nn.ReLU))}
+
+    assert activations(create_model("speednet", stem_width=8)) == {nn.GELU}
+    relu = create_model("speednet", stem_width=8, activation="relu")
+    assert activations(relu) == {nn.ReLU}
+    assert sum(p.numel() for p in relu.parameters()) == sum(
+        p.numel() for p in create_model("speednet", stem_width=8).parameters()
+    )
+    with pytest.raises(ValueError, match="activation='tanh'; expected one of gelu, relu"):
+        create_model("speednet", activation="tanh")
