@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cnnkit.cli import main
+from cnnkit.cli import main, speedrun
 from cnnkit.train import RunDir, rundir
 
 
@@ -37,6 +37,8 @@ def test_a_tiny_speedrun_reports_time_epochs_accuracy_and_the_target(
     }  # fmt: skip
     test = json.loads((out / rundir.TEST_METRICS).read_text())
     history = RunDir(out).read_metrics()
+    # `--epochs N` alone: N epochs, without the recipe's 9-minute clock
+    assert RunDir(out).read_config()["trainer"]["time_budget_s"] is None
     assert report["test_accuracy"] == test["test_accuracy"]
     assert report["target_met"] == (test["test_accuracy"] >= 0.3)
     assert report["epochs"] == 2 and report["seed"] == 3 and report["model"] == "speednet"
@@ -46,14 +48,14 @@ def test_a_tiny_speedrun_reports_time_epochs_accuracy_and_the_target(
     assert f"test accuracy {test['test_accuracy']:.2%} (target 30.00%:" in printed
     # the recipe, recorded where --resume checks it; the test set was scored once, at the end
     config = RunDir(out).read_config()
-    assert config["data"]["batch_augment"] == "crop=2,flip"
+    assert config["data"]["batch_augment"] == speedrun.RECIPE["batch_augment"] == "flip"
     assert config["task"]["options"]["tta"] == "flip"
     assert config["trainer"]["ema"] == 0.95 and config["trainer"]["optimizer"] == "sgd"
     assert config["trainer"]["batch_size"] == 64 and config["speedrun"] == {
         "dataset": "fashion-mnist"
     }
     assert config["model"]["options"] == {"widths": [4, 8, 8]}
-    assert config["task"]["options"]["label_smoothing"] == 0.2
+    assert config["task"]["options"]["label_smoothing"] == speedrun.RECIPE["label_smoothing"]
 
 
 def test_speedrun_takes_only_its_datasets_and_a_sensible_target(capsys) -> None:
@@ -107,3 +109,28 @@ def test_speednet_activation_is_gelu_or_relu_everywhere() -> None:
     )
     with pytest.raises(ValueError, match="activation='tanh'; expected one of gelu, relu"):
         create_model("speednet", activation="tanh")
+
+
+def test_the_recipe_trains_on_a_clock_that_leaves_room_for_the_report() -> None:
+    import argparse
+
+    from cnnkit.cli import speedrun
+
+    parser = argparse.ArgumentParser()
+    speedrun.register(parser)
+    args = parser.parse_args(["fashion-mnist"])
+    assert args.time_budget == 540.0 and args.epochs == 100 and args.batch_augment == "flip"
+    assert parser.parse_args(["fashion-mnist", "--time-budget", "2m"]).time_budget == 120.0
+
+
+def test_speednet_ceil_mode_keeps_the_last_odd_row_and_column() -> None:
+    import torch
+
+    from cnnkit.models import create_model
+
+    x = torch.randn(2, 1, 28, 28)
+    floor = create_model("speednet", features_only=True)(x)
+    ceil = create_model("speednet", features_only=True, ceil_mode=True)(x)
+    assert [tuple(m.shape[1:]) for m in floor] == [(32, 14, 14), (64, 7, 7), (128, 3, 3)]
+    assert [tuple(m.shape[1:]) for m in ceil] == [(32, 14, 14), (64, 7, 7), (128, 4, 4)]
+    assert create_model("speednet", ceil_mode=True)(x).shape == (2, 10)

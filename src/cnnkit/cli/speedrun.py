@@ -19,33 +19,36 @@ DATASETS = ("fashion-mnist",)
 DEFAULT_TARGET = 0.94  # the issue's: Google AutoML's 24-hour result on Fashion-MNIST was 93.9%
 
 # ---- the recipe -----------------------------------------------------------------------------------
-# Initial constants taken from airbench94 (``hyp`` in airbench94.py, 94% on CIFAR-10) and
-# translated to cnnkit's trainer; NOT yet tuned on Fashion-MNIST (tune on the validation split).
-# Every one is a `cnnkit train` option, so a tuning run overrides it on the command line.
+# Started from airbench94's constants (``hyp`` in airbench94.py, 94% on CIFAR-10), then tuned on the
+# validation split on 2 AVX2 cores (docs/notes/issue-15.md; test accuracy after the run, seed 0):
+#   airbench's constants (lr 1.0, wd 1.3e-3, smoothing 0.2, crop=2,flip), 10 epochs   92.28%
+#   lr 0.5, wd 5e-4, smoothing 0.1                                                    92.80%
+#   ... and flip only (no crop): the recipe below, 10 epochs                          93.56%
+#   ... with ReLU and a 9-minute budget (10.2 epochs)                                 93.51%
+# airbench's recipe regularizes for a harder dataset than ten epochs of Fashion-MNIST can use: with
+# it, training accuracy never passed validation's. Every entry is a `cnnkit train` option, so a
+# tuning run overrides it on the command line.
 RECIPE: dict[str, Any] = {
     # airbench's conv groups, widths 32/64/128 for 1x28x28 on a CPU (models/speednet.py)
     "model": "speednet",
-    # airbench: 9.9 epochs of 1,024 images per batch
-    "epochs": 10,
-    "batch_size": "1024",
-    # airbench: SGD with Nesterov momentum 0.85 and a "decoupled" rate of 11.5 per 1,024 images,
-    # i.e. 11.5 / (1 + 1 / (1 - momentum)) for a mean loss; cnnkit's sgd has momentum 0.9:
-    # 11.5 / 11 = 1.05
+    # a ceiling: the time budget ends the run (about 10 epochs on 2 AVX2 cores)
+    "epochs": 100,
+    # 9 minutes of training, so that loading, validation and the test report fit in 10 minutes
+    "time_budget": 540.0,
+    "batch_size": "1024",  # airbench's
+    # SGD, momentum 0.9, 1cycle over the budget; airbench's decoupled rate 11.5 per 1,024 images
+    # is 1.05 in torch's form: half of it won on validation
     "optimizer": "sgd",
-    "lr": 1.0,
-    # airbench: decoupled weight decay 0.0153 per 1,024 images: a decay of 0.0153 / 11 per step,
-    # i.e. 1.3e-3 at lr 1.05 in torch's coupled form
-    "weight_decay": 1.3e-3,
-    # airbench: linear warm-up from 0.2 of the peak to the peak at 23%, linear decay to 0.07;
-    # cnnkit's onecycle: warm-up from 1/25 to the peak at 25%, cosine decay
+    "lr": 0.5,
+    "weight_decay": 5e-4,  # airbench's 0.0153 decoupled is 1.3e-3 in torch's form: too much here
     "schedule": "onecycle",
-    "label_smoothing": 0.2,  # airbench
-    # airbench: translate by up to 2 pixels (padding 2), flip (alternating per epoch; here random)
-    "batch_augment": "crop=2,flip",
+    "label_smoothing": 0.1,  # airbench: 0.2
+    # airbench: translate by up to 2 pixels and flip; the translation cost 0.8 points here
+    "batch_augment": "flip",
     # airbench: lookahead towards an average of decay 0.95 per step (0.95^5 every 5 steps,
     # ramped in); here the average itself is evaluated and kept as the best weights
     "ema": 0.95,
-    # airbench: tta_level 2 (mirror + translate); here the mirror
+    # airbench: tta_level 2 (mirror + translate); here the mirror (trained with flips, so it helps)
     "tta": "flip",
 }
 
@@ -120,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     args.data = args.dataset
+    if args.epochs != RECIPE["epochs"] and args.time_budget == RECIPE["time_budget"]:
+        args.time_budget = None  # `--epochs N` alone asks for N epochs, not for the recipe's clock
     args.out = args.out or str(default_run_dir("speedrun", args.dataset))
     code = train_run(args, extra_config={"speedrun": {"dataset": args.dataset}})
     if code or not distributed.is_main_process():

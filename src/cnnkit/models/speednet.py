@@ -52,10 +52,12 @@ def _conv(in_channels: int, out_channels: int) -> nn.Conv2d:
 class ConvGroup(nn.Module):
     """conv → max-pool 2 → BN → GELU → conv → BN → GELU (airbench's ``ConvGroup``)."""
 
-    def __init__(self, in_channels: int, out_channels: int, activation: str = "gelu") -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, activation: str = "gelu", ceil_mode: bool = False
+    ) -> None:
         super().__init__()
         self.conv1 = _conv(in_channels, out_channels)
-        self.pool = nn.MaxPool2d(2)
+        self.pool = nn.MaxPool2d(2, ceil_mode=ceil_mode)
         self.norm1 = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.conv2 = _conv(out_channels, out_channels)
         self.norm2 = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
@@ -80,6 +82,7 @@ class SpeedNet(nn.Module):
         logit_scale: float = LOGIT_SCALE,
         features_only: bool = False,
         activation: str = "gelu",
+        ceil_mode: bool = False,
     ) -> None:
         super().__init__()
         if len(widths) != 3 or min(widths) < 1 or stem_width < 0:
@@ -102,7 +105,7 @@ class SpeedNet(nn.Module):
         )
         channels = [stem_width or in_channels, *widths]
         self.groups = nn.Sequential(
-            *(ConvGroup(channels[i], channels[i + 1], activation) for i in range(3))
+            *(ConvGroup(channels[i], channels[i + 1], activation, ceil_mode) for i in range(3))
         )  # N x w1 x H/2 x W/2 → N x w2 x H/4 x W/4 → N x w3 x H/8 x W/8
         self.feature_channels, self.feature_strides = list(widths), [2, 4, 8]
         self.feature_info = make_feature_info(
@@ -145,9 +148,12 @@ def speednet(
     logit_scale: float = LOGIT_SCALE,
     features_only: bool = False,
     activation: str = "gelu",
+    ceil_mode: bool = False,
 ) -> SpeedNet:
     """airbench's network for 1×28×28 (288,160 parameters at widths 32/64/128, 10 classes);
-    ``activation`` "gelu" (airbench's) or "relu"."""
+    ``activation`` "gelu" (airbench's) or "relu"; ``ceil_mode``: the max-pools keep a last odd row
+    and column (28 → 14 → 7 → 4 instead of → 3: the third group then sees the whole 7×7 map)."""
     return SpeedNet(
-        num_classes, in_channels, tuple(widths), stem_width, logit_scale, features_only, activation
-    )
+        num_classes, in_channels, tuple(widths), stem_width, logit_scale, features_only,
+        activation, ceil_mode,
+    )  # fmt: skip
