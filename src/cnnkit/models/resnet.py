@@ -63,6 +63,9 @@ class ResNet(nn.Module):
         dilated: the last two stages at stride 1 with dilation 2 and 4 (output stride 8).
     """
 
+    #: submodules ``truncate`` removed (``checkpoints.load_state_dict_strict`` ignores their keys)
+    dropped_state_prefixes: tuple[str, ...] = ()
+
     def __init__(
         self,
         block: Block,
@@ -159,9 +162,7 @@ class ResNet(nn.Module):
                 f"1 <= maps <= {len(self.feature_channels)}"
             )
         kept = maps - 1  # stages after the stem
-        self.dropped_state_prefixes = tuple(
-            f"stages.{i}" for i in range(kept, len(self.stages))
-        ) + getattr(self, "dropped_state_prefixes", ())
+        self.dropped_state_prefixes += tuple(f"stages.{i}" for i in range(kept, len(self.stages)))
         self.stages = self.stages[:kept]
         self.feature_channels = self.feature_channels[:maps]
         self.feature_strides = self.feature_strides[:maps]

@@ -111,14 +111,12 @@ def _conv_bn_leaky(c_in: int, c_out: int, kernel: int = 3) -> nn.Sequential:
 
 
 def _batched_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU of (N, P, 4) and (N, Q, 4) xyxy boxes, image by image → (N, P, Q); written out because
-    ``torchvision.ops.box_iou`` takes one image's boxes at a time (same formula, no +1)."""
-    top_left = torch.maximum(a[:, :, None, :2], b[:, None, :, :2])
-    bottom_right = torch.minimum(a[:, :, None, 2:], b[:, None, :, 2:])
-    inter = (bottom_right - top_left).clamp(min=0).prod(dim=-1)
-    area_a = (a[..., 2:] - a[..., :2]).prod(dim=-1)
-    area_b = (b[..., 2:] - b[..., :2]).prod(dim=-1)
-    return inter / (area_a[:, :, None] + area_b[:, None, :] - inter)
+    """IoU of (N, P, 4) and (N, Q, 4) xyxy boxes, image by image → (N, P, Q):
+    ``torchvision.ops.box_iou`` (one image's boxes at a time) vectorized over the images by
+    ``torch.vmap``."""
+    from torchvision.ops import box_iou
+
+    return torch.vmap(box_iou)(a, b)
 
 
 class TopDown(nn.Module):
