@@ -7,21 +7,25 @@ What it does, in order, on one machine, one thing at a time (never two trainings
 
 1. **cnnkit**: ``cnnkit train --task segment --data scenes ... --time-budget B`` (``--model``,
    default ``unet``; ``--model-option`` and ``--cnnkit-arg`` pass more), its defaults otherwise,
-   on the CPU. The scenes: ``--n-train`` 5000, ``--n-valid`` 500, ``--n-test`` 1000, ``--canvas``
+   on the CPU. ``--cnnkit-run DIR`` skips this step and uses a finished run instead (its scenes
+   options, read from its ``config.json``, replace ``--n-*``, ``--canvas``, ``--max-objects`` and
+   ``--seed``; its training time is the sum of its epochs' seconds). The scenes: ``--n-train`` 5000, ``--n-valid`` 500, ``--n-test`` 1000, ``--canvas``
    128, up to ``--max-objects`` 6, ``--seed`` 0; semantic masks, 11 classes (0 background).
 2. **segmentation_models_pytorch**: ``smp.Unet(encoder_name="resnet18", encoder_weights=None,
    in_channels=1, classes=11)`` trained by a plain PyTorch loop on the same training scenes
    (``cnnkit.data.make_scenes`` with the same arguments makes the same scenes): Adam
    (``--smp-lr`` 1e-3), pixel cross-entropy, batches of ``--smp-batch-size`` 32 in a seeded
    random order, each image normalized by the training split's mean and std as cnnkit does, no
-   augmentation (cnnkit's default has none either), until B has passed (checked after every
+   augmentation (cnnkit's default has none either; ``--smp-flip`` mirrors a random half of each
+   batch, images and masks, as cnnkit's ``--flip`` does), until B has passed (checked after every
    step); no validation, the final weights are the model. Both train with ``--threads``
    intra-op threads.
 3. **Scores**: both models label the same ``--n-test`` test scenes (argmax of the logits) and
    ``cnnkit.metrics.mean_iou`` scores them against the scenes' semantic masks (Keras ``MeanIoU``:
    one confusion matrix over every test pixel); pixel accuracy too.
 4. **Speed**: CPU images/s at batch 1 and 32, from a uint8 batch to label maps (normalize, model,
-   argmax: cnnkit's ``task.decode``), interleaved round after round in one process
+   argmax: cnnkit's ``task.decode``; cnnkit's model as its ``segment`` command loads it, BatchNorm
+   folded and channels-last; the peer's as it comes), interleaved round after round in one process
    (``--rounds``), medians reported.
 
 segmentation_models_pytorch runs in its own virtual environment (``peers.py``: it sees cnnkit's
@@ -81,6 +85,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--cnnkit-arg", action="append", default=[], metavar="ARG",
         help="one more argument for `cnnkit train` (repeat: --cnnkit-arg=--flip)",
     )  # fmt: skip
+    p.add_argument(
+        "--cnnkit-run", type=Path, default=None, metavar="DIR",
+        help="a finished `cnnkit train --task segment --data scenes` run to compare instead of "
+        "training one (its scenes options replace --n-*, --canvas, --max-objects, --seed)",
+    )  # fmt: skip
+    p.add_argument(
+        "--smp-flip", action="store_true", help="mirror a random half of each peer batch"
+    )
     p.add_argument("--smp-batch-size", type=int, default=32)
     p.add_argument("--smp-lr", type=float, default=1e-3)
     p.add_argument("--rounds", type=int, default=5, help="interleaved speed rounds")
@@ -113,9 +125,12 @@ def main(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     python = peer_python("smp", SMP_PINS)
     env = child_environment(args.threads)
+    reused = args.cnnkit_run is not None
+    if reused:
+        scenes_from_run(args)
     counts = {"train": args.n_train, "valid": args.n_valid, "test": args.n_test}
 
-    # 1. cnnkit
+    # 1. cnnkit (or the finished run, linked as out/cnnkit)
     command: list[Any] = [
         sys.executable, "-m", "cnnkit", "train", "--task", "segment", "--data", "scenes",
         "--model", args.model, "--time-budget", f"{budget:g}", "--epochs", "100000",
@@ -128,7 +143,12 @@ def main(args: argparse.Namespace) -> None:
     for option in args.model_option:
         command += ["--model-option", option]
     command += args.cnnkit_arg
-    cnnkit_wall = run(command, env, out / "cnnkit-train.log")
+    if reused:
+        (out / "cnnkit").symlink_to(args.cnnkit_run.resolve(), target_is_directory=True)
+        history = (out / "cnnkit" / "metrics.jsonl").read_text().splitlines()
+        cnnkit_wall = sum(json.loads(line).get("seconds", 0.0) for line in history)
+    else:
+        cnnkit_wall = run(command, env, out / "cnnkit-train.log")
 
     # 2. segmentation_models_pytorch, after cnnkit has finished
     forward = [
@@ -137,6 +157,7 @@ def main(args: argparse.Namespace) -> None:
         "--max-objects", args.max_objects, "--seed", args.seed,
         "--smp-batch-size", args.smp_batch_size, "--smp-lr", args.smp_lr,
         "--rounds", args.rounds, "--speed-images", args.speed_images,
+        *(["--smp-flip"] if args.smp_flip else []),
     ]  # fmt: skip
     smp_wall = run([python, __file__, *forward, "--stage", "smp-train"], env, out / "smp-train.log")
     # 3, 4. scores and speed of both, in the peer environment (it sees cnnkit too)
@@ -159,7 +180,8 @@ def main(args: argparse.Namespace) -> None:
             "model": args.model,
             "model_options": args.model_option,
             "extra_args": args.cnnkit_arg,
-            "epochs": len((out / "cnnkit" / "metrics.jsonl").read_text().splitlines()),
+            "run": str(args.cnnkit_run.resolve()) if reused else None,
+            "epochs": epochs_trained(out / "cnnkit"),
             "train_wall_s": cnnkit_wall,
             # the run's own test report, on the same test scenes (a cross-check of the scores)
             "run_test_metrics": json.loads((out / "cnnkit" / "test_metrics.json").read_text()),
@@ -167,6 +189,7 @@ def main(args: argparse.Namespace) -> None:
         },
         "smp": {
             "model": 'smp.Unet("resnet18", encoder_weights=None)',
+            "flip": args.smp_flip,
             **smp_train,
             "train_wall_s": smp_wall,
             **measured["smp"],
@@ -211,6 +234,36 @@ def print_table(results: dict[str, Any]) -> None:
     print(f"lscpu flags: {results['cpu']['flags']}")
 
 
+def epochs_trained(run: Path) -> float:
+    """Epochs a run trained, fractions included (its last ``steps.jsonl`` row; a time budget
+    stops inside an epoch), else its ``metrics.jsonl`` rows."""
+    steps = run / "steps.jsonl"
+    if steps.is_file() and (rows := steps.read_text().splitlines()):
+        return float(json.loads(rows[-1])["epoch"])
+    return float(len((run / "metrics.jsonl").read_text().splitlines()))
+
+
+def scenes_from_run(args: argparse.Namespace) -> None:
+    """Take the model and scenes options of the finished run ``args.cnnkit_run``."""
+    config = json.loads((args.cnnkit_run / "config.json").read_text())
+    source = config["data"].get("source") or {}
+    if config["data"]["name"] != "scenes" or source.get("task") != "segment":
+        raise SystemExit(
+            f"{args.cnnkit_run / 'config.json'}: data {config['data']['name']!r}, task "
+            f"{source.get('task')!r}; expected a `--task segment --data scenes` run"
+        )
+    options = source.get("options", {})
+    for split in ("train", "valid", "test"):
+        key = f"n_{split}"
+        setattr(args, key, int(options.get(key, getattr(args, key))))
+    args.canvas = int(options.get("canvas", args.canvas))
+    args.max_objects = int(options.get("max_objects", args.max_objects))
+    args.seed = int(options.get("seed", args.seed))
+    args.model = config["model"]["name"]
+    args.model_option = [f"{k}={v}" for k, v in config["model"].get("options", {}).items()]
+    args.cnnkit_arg = list(config.get("command", []))
+
+
 # ---------------------------------------------------------------- stage: smp-train (peer venv)
 def smp_train(args: argparse.Namespace) -> None:
     forbid_network()
@@ -239,7 +292,12 @@ def smp_train(args: argparse.Namespace) -> None:
         order = torch.randperm(len(images), generator=generator)
         for batch in order.split(args.smp_batch_size):
             x = (images[batch].float() / 255 - mean[0]) / std[0]
-            loss = F.cross_entropy(model(x), masks[batch])
+            y = masks[batch]
+            if args.smp_flip:  # a random half of the batch mirrored, masks with their images
+                mirror = torch.rand(len(batch), generator=generator) < 0.5
+                x = torch.where(mirror.view(-1, 1, 1, 1), x.flip(3), x)
+                y = torch.where(mirror.view(-1, 1, 1), y.flip(2), y)
+            loss = F.cross_entropy(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -277,7 +335,7 @@ def measure(args: argparse.Namespace) -> None:
         args.n_test, "test", args.seed, canvas=args.canvas, max_objects=args.max_objects
     )
     images, target = scenes.images, scenes.semantic.long()
-    _, _, model, task, meta = load_run(args.out / "cnnkit")
+    _, _, model, task, meta = load_run(args.out / "cnnkit", fuse=True)
     trained = json.loads((args.out / "smp-train.json").read_text())
     unet = smp_unet()
     unet.load_state_dict(torch.load(args.out / "smp.pt", weights_only=True))
