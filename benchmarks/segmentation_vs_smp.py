@@ -7,10 +7,12 @@ What it does, in order, on one machine, one thing at a time (never two trainings
 
 1. **cnnkit**: ``cnnkit train --task segment --data scenes ... --time-budget B`` (``--model``,
    default ``unet``; ``--model-option`` and ``--cnnkit-arg`` pass more), its defaults otherwise,
-   on the CPU. ``--cnnkit-run DIR`` skips this step and uses a finished run instead (its scenes
-   options, read from its ``config.json``, replace ``--n-*``, ``--canvas``, ``--max-objects`` and
-   ``--seed``; its training time is the sum of its epochs' seconds). The scenes: ``--n-train`` 5000, ``--n-valid`` 500, ``--n-test`` 1000, ``--canvas``
-   128, up to ``--max-objects`` 6, ``--seed`` 0; semantic masks, 11 classes (0 background).
+   on the CPU. The scenes: ``--n-train`` 5000, ``--n-valid`` 500, ``--n-test`` 1000,
+   ``--canvas`` 128, up to ``--max-objects`` 6, ``--seed`` 0; semantic masks, 11 classes (0
+   background). ``--cnnkit-run DIR`` skips this step and uses a finished run instead: its model
+   and scenes options, read from its ``config.json``, replace ``--model``, ``--model-option``,
+   ``--n-*``, ``--canvas``, ``--max-objects`` and ``--seed``; its training time is the sum of its
+   epochs' seconds.
 2. **segmentation_models_pytorch**: ``smp.Unet(encoder_name="resnet18", encoder_weights=None,
    in_channels=1, classes=11)`` trained by a plain PyTorch loop on the same training scenes
    (``cnnkit.data.make_scenes`` with the same arguments makes the same scenes): Adam
@@ -126,29 +128,16 @@ def main(args: argparse.Namespace) -> None:
     python = peer_python("smp", SMP_PINS)
     env = child_environment(args.threads)
     reused = args.cnnkit_run is not None
+    # 1. cnnkit: a new run, or the finished one linked as out/cnnkit
     if reused:
-        scenes_from_run(args)
-    counts = {"train": args.n_train, "valid": args.n_valid, "test": args.n_test}
-
-    # 1. cnnkit (or the finished run, linked as out/cnnkit)
-    command: list[Any] = [
-        sys.executable, "-m", "cnnkit", "train", "--task", "segment", "--data", "scenes",
-        "--model", args.model, "--time-budget", f"{budget:g}", "--epochs", "100000",
-        "--device", "cpu", "--seed", args.seed, "--out", out / "cnnkit", "--no-progress",
-    ]  # fmt: skip
-    options = [f"n_{split}={n}" for split, n in counts.items()]
-    options += [f"canvas={args.canvas}", f"max_objects={args.max_objects}", f"seed={args.seed}"]
-    for option in options:
-        command += ["--data-option", option]
-    for option in args.model_option:
-        command += ["--model-option", option]
-    command += args.cnnkit_arg
-    if reused:
+        command = scenes_from_run(args)
         (out / "cnnkit").symlink_to(args.cnnkit_run.resolve(), target_is_directory=True)
         history = (out / "cnnkit" / "metrics.jsonl").read_text().splitlines()
         cnnkit_wall = sum(json.loads(line).get("seconds", 0.0) for line in history)
     else:
+        command = cnnkit_command(args, budget, out / "cnnkit")
         cnnkit_wall = run(command, env, out / "cnnkit-train.log")
+    counts = {"train": args.n_train, "valid": args.n_valid, "test": args.n_test}
 
     # 2. segmentation_models_pytorch, after cnnkit has finished
     forward = [
@@ -180,6 +169,7 @@ def main(args: argparse.Namespace) -> None:
             "model": args.model,
             "model_options": args.model_option,
             "extra_args": args.cnnkit_arg,
+            "command": [str(part) for part in command],
             "run": str(args.cnnkit_run.resolve()) if reused else None,
             "epochs": epochs_trained(out / "cnnkit"),
             "train_wall_s": cnnkit_wall,
@@ -234,6 +224,22 @@ def print_table(results: dict[str, Any]) -> None:
     print(f"lscpu flags: {results['cpu']['flags']}")
 
 
+def cnnkit_command(args: argparse.Namespace, budget: float, run_dir: Path) -> list[Any]:
+    """The ``cnnkit train`` command of step 1."""
+    command: list[Any] = [
+        sys.executable, "-m", "cnnkit", "train", "--task", "segment", "--data", "scenes",
+        "--model", args.model, "--time-budget", f"{budget:g}", "--epochs", "100000",
+        "--device", "cpu", "--seed", args.seed, "--out", run_dir, "--no-progress",
+    ]  # fmt: skip
+    options = [f"n_{split}={getattr(args, f'n_{split}')}" for split in ("train", "valid", "test")]
+    options += [f"canvas={args.canvas}", f"max_objects={args.max_objects}", f"seed={args.seed}"]
+    for option in options:
+        command += ["--data-option", option]
+    for option in args.model_option:
+        command += ["--model-option", option]
+    return command + args.cnnkit_arg
+
+
 def epochs_trained(run: Path) -> float:
     """Epochs a run trained, fractions included (its last ``steps.jsonl`` row; a time budget
     stops inside an epoch), else its ``metrics.jsonl`` rows."""
@@ -243,8 +249,8 @@ def epochs_trained(run: Path) -> float:
     return float(len((run / "metrics.jsonl").read_text().splitlines()))
 
 
-def scenes_from_run(args: argparse.Namespace) -> None:
-    """Take the model and scenes options of the finished run ``args.cnnkit_run``."""
+def scenes_from_run(args: argparse.Namespace) -> list[str]:
+    """Take the model and scenes options of the finished run ``args.cnnkit_run``; its command."""
     config = json.loads((args.cnnkit_run / "config.json").read_text())
     source = config["data"].get("source") or {}
     if config["data"]["name"] != "scenes" or source.get("task") != "segment":
@@ -261,7 +267,7 @@ def scenes_from_run(args: argparse.Namespace) -> None:
     args.seed = int(options.get("seed", args.seed))
     args.model = config["model"]["name"]
     args.model_option = [f"{k}={v}" for k, v in config["model"].get("options", {}).items()]
-    args.cnnkit_arg = list(config.get("command", []))
+    return list(config.get("command", []))
 
 
 # ---------------------------------------------------------------- stage: smp-train (peer venv)

@@ -114,8 +114,6 @@ def test_speednet_activation_is_gelu_or_relu_everywhere() -> None:
 def test_the_recipe_trains_on_a_clock_that_leaves_room_for_the_report() -> None:
     import argparse
 
-    from cnnkit.cli import speedrun
-
     parser = argparse.ArgumentParser()
     speedrun.register(parser)
     args = parser.parse_args(["fashion-mnist"])
