@@ -7,9 +7,20 @@ import json
 import pytest
 import torch
 from PIL import Image
+from quick_data import cut_fashion_mnist
 
 from cnnkit.cli import main
 from cnnkit.train import rundir
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _quick_fashion_mnist(fashion_mnist):
+    """This module's runs validate on 1,000 images and test on 2,000 (the real ones, cut as
+    conftest's ``quick_fashion_mnist``; module-wide, for the module's trained run)."""
+    small = cut_fashion_mnist(fashion_mnist)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("cnnkit.data.datasets.load_fashion_mnist", lambda root=None: small)
+        yield small
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +56,7 @@ def test_evaluate_prints_loss_accuracy_and_a_class_table(trained_run, capsys):
     out = capsys.readouterr().out
     expected = json.loads((trained_run / "test_metrics.json").read_text())["test_accuracy"]
     assert f"accuracy  {expected:.2%}" in out
-    assert "Ankle boot" in out and "10000 images" in out
+    assert "Ankle boot" in out and "2000 images" in out  # the test split (cut to 2,000 here)
 
 
 def _confident_test_image(run, fashion_mnist) -> tuple[int, torch.Tensor, float]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from quick_data import cut_fashion_mnist
 
 from cnnkit.cli import main, speedrun
 from cnnkit.train import RunDir, rundir
@@ -14,8 +15,7 @@ from cnnkit.train import RunDir, rundir
 @pytest.fixture
 def small_fashion_mnist(fashion_mnist, monkeypatch):
     """Fashion-MNIST cut to 256 / 200 / 300 images (the loader's own output, sliced)."""
-    (xt, yt), (xv, yv), (xs, ys) = fashion_mnist
-    small = (xt[:256], yt[:256]), (xv[:200], yv[:200]), (xs[:300], ys[:300])
+    small = cut_fashion_mnist(fashion_mnist, train=256, valid=200, test=300)
     monkeypatch.setattr("cnnkit.data.datasets.load_fashion_mnist", lambda root=None: small)
     return small
 

@@ -246,7 +246,9 @@ def test_fine_tune_resumes_in_either_phase_to_the_uninterrupted_weights(tmp_path
         assert torch.equal(value, resumed.state_dict()[key]), key
 
 
-def test_cli_finetune_takes_fashion_mnist_and_train_takes_a_folder(tmp_path, capsys):
+def test_cli_finetune_takes_fashion_mnist_and_train_takes_a_folder(
+    tmp_path, capsys, quick_fashion_mnist
+):
     """One data path: a pretrained RGB model fine-tunes on grey Fashion-MNIST (turned RGB and resized
     per batch), and a model trains from scratch on a folder of images."""
     out = tmp_path / "lite0-fashion"
