@@ -47,10 +47,10 @@ def as_tensor(image: np.ndarray) -> torch.Tensor:
 
 # ---- models ---------------------------------------------------------------------------------------
 def test_the_registry_lists_both_families_under_their_task():
-    assert list_models(task="superres") == ["espcn", "fsrcnn"]
+    assert list_models(task="superres") == ["edsr", "espcn", "fsrcnn"]
 
 
-@pytest.mark.parametrize("name", ["espcn", "fsrcnn"])
+@pytest.mark.parametrize("name", ["edsr", "espcn", "fsrcnn"])
 @pytest.mark.parametrize("scale", [2, 3, 4])
 @pytest.mark.parametrize("size", [(17, 23), (16, 16), (1, 1)])
 def test_the_output_is_scale_times_the_input_for_any_size(name, scale, size):
@@ -92,11 +92,35 @@ def test_fsrcnn_transposed_convolution_centres_each_cell_on_its_block(scale):
     assert deconv(torch.zeros(1, deconv.in_channels, 7, 7)).shape[-1] == 7 * scale + (1 - scale % 2)
 
 
+def test_edsr_blocks_are_residual_and_the_radius_is_one_pixel_per_3x3_convolution():
+    model = create_model("edsr", scale=4, features=8, blocks=3, res_scale=0.1)
+    assert model.receptive_radius == 2 * 3 + 3  # head, 2 per block, the trunk's last, the tail
+    # 8x8 (head) + 3 blocks x 2 x (3x3x8x8 + 8) + the trunk's 3x3x8x8 + 8 + the tail 3x3x8x16 + 16
+    assert sum(p.numel() for p in model.parameters()) == 80 + 6 * 584 + 584 + 1168
+    block = model.trunk[0]
+    x = torch.rand(1, 8, 6, 7)
+    with torch.no_grad():
+        inner = block.conv2(torch.relu(block.conv1(x)))
+        assert torch.allclose(block(x.clone()), x + 0.1 * inner)
+    # an impulse moves outputs no further than the radius (4 output pixels per input pixel)
+    y = torch.zeros(1, 1, 31, 31)
+    bumped = y.clone()
+    bumped[0, 0, 15, 15] = 1
+    with torch.no_grad():
+        changed = (model(bumped) - model(y)).abs()[0, 0] > 0
+    rows = changed.any(1).nonzero()
+    assert rows.min() >= 4 * (15 - 9) and rows.max() < 4 * (15 + 9 + 1)
+    assert rows.min() < 4 * (15 - 8)  # and it does reach that far
+    for name, radius in (("espcn", 4), ("fsrcnn", 2 + 4 + 2)):  # the 9x9 deconv: 4 HR = 2 LR px
+        assert create_model(name, scale=2).receptive_radius == radius
+    assert create_model("espcn", scale=2, residual=True).receptive_radius == 4
+
+
 def test_residual_models_start_as_bicubic():
     x = torch.rand(1, 1, 9, 11)
-    for name in ("espcn", "fsrcnn"):
+    for name in ("edsr", "espcn", "fsrcnn"):
         model = create_model(name, scale=2, residual=True).eval()
-        last = model.to_subpixels if name == "espcn" else model.deconv
+        last = model.deconv if name == "fsrcnn" else model.to_subpixels
         with torch.no_grad():
             last.weight.zero_()
             assert torch.allclose(model(x), bicubic_resize(x, (18, 22)))
@@ -391,6 +415,13 @@ def test_the_shipped_weights_are_small_and_their_sha256_is_registered():
         assert weights.scale == scale
         assert weights.path.stat().st_size < 1_000_000
         assert sha256_file(weights.path) == weights.sha256
+        # the file says what benchmarks/train_superres.py trained: the registry builds that model
+        from safetensors import safe_open
+
+        with safe_open(str(weights.path), "pt") as shipped:
+            written = shipped.metadata()
+        assert (written["model"], int(written["scale"])) == (weights.model, scale)
+        assert json.loads(written["options"]) == weights.options
 
 
 def test_a_sha256_mismatch_is_a_clear_error(tmp_path):
@@ -422,6 +453,12 @@ def test_tiles_give_the_pixels_of_one_pass():
     with torch.no_grad():
         whole = model(y).clamp(0, 1)
     assert torch.allclose(upscale_y(model, y, tile=16, margin=8), whole, atol=1e-6)
+    # a deep model's own receptive radius (EDSR, 8 blocks: 19 px) overrides a smaller margin
+    deep = create_model("edsr", scale=2, residual=True).eval()
+    with torch.no_grad():
+        deep.to_subpixels.weight.normal_(std=0.05)
+        whole = deep(y).clamp(0, 1)
+    assert torch.allclose(upscale_y(deep, y, tile=16, margin=4), whole, atol=1e-5)
 
 
 @pytest.mark.parametrize("scale", [2, 4])

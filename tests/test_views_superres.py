@@ -2,8 +2,8 @@
 and colour convention in the metadata) and ``cnnkit upscale --onnx``, the report's PSNR/SSIM table
 and its bicubic | cnnkit | original samples, the app's upscaled image beside bicubic.
 
-One tiny run (ESPCN ×2 with the residual over bicubic, as the shipped weights; one epoch on eight
-40 × 48 synthetic photos) serves them. References: the PyTorch path (``cnnkit upscale --run``,
+One tiny run (EDSR ×2, F=8, 2 blocks, with the residual over bicubic, as the shipped weights; one
+epoch on eight 40 × 48 synthetic photos) serves them. References: the PyTorch path (``cnnkit upscale --run``,
 ``cnnkit.pretrained.superres.upscale``: the ONNX path must give its pixels), ``test_metrics.json``
 (the tables), PIL's bicubic through ``cnnkit.layers.upsample.bicubic_resize`` (checked against PIL
 in ``test_superres.py``).
@@ -31,8 +31,9 @@ def run(tmp_path_factory):
     root = write_photos(tmp_path_factory.mktemp("data") / "photos", n=8, size=(40, 48))
     out = tmp_path_factory.mktemp("runs") / "sr"
     code = main(
-        ["train", "--task", "superres", "--model", "espcn", "--model-option", "scale=2",
-         "--model-option", "residual=true", "--data", f"photos:{root}",
+        ["train", "--task", "superres", "--model", "edsr", "--model-option", "scale=2",
+         "--model-option", "residual=true", "--model-option", "features=8",
+         "--model-option", "blocks=2", "--data", f"photos:{root}",
          "--data-option", "patch_size=32", "--data-option", "patches=16", "--epochs", "1",
          "--batch-size", "8", "--device", "cpu", "--workers", "0", "--out", str(out),
          "--no-progress"]

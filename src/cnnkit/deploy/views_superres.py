@@ -87,7 +87,7 @@ class SuperresView(TaskView):
         if not isinstance(scale, int) or scale < 1:
             raise ValueError(
                 f"superres: {type(model).__name__} has no integer 'scale' attribute; expected a "
-                "cnnkit super-resolution model (espcn, fsrcnn)"
+                "cnnkit super-resolution model (edsr, espcn, fsrcnn)"
             )
         return {"scale": str(scale), "color": COLOR, "chroma": CHROMA, "dynamic_size": "true"}
 

@@ -32,7 +32,10 @@ Deliberate differences from the papers:
   even scales: its kernel is then centred on each low-resolution cell's block of output pixels
   (exactly at odd scales, half a pixel off at even ones, which the learned 9×9 kernel absorbs);
 - the optional residual over bicubic (off by default: the papers' networks);
-- ESPCN's last layer has no activation (the paper's tanh on all layers would bound the output).
+- ESPCN's last layer has no activation (the paper's tanh on all layers would bound the output);
+- EDSR's upsampler is one sub-pixel convolution to ``scale²`` maps per output channel (ESPCN's tail),
+  not the paper's conv + ``PixelShuffle(2)`` stages followed by a 3×3 convolution at the high
+  resolution: with one output channel (Y) those stages would cost more than the whole body at ×4.
 """
 
 from __future__ import annotations
@@ -84,6 +87,19 @@ class SuperResolution(nn.Module):
             base = bicubic_resize(x.float(), (height, width))  # N x C x scale·h x scale·w
             out = out + base.to(out.dtype)
         return out
+
+    @property
+    def receptive_radius(self) -> int:
+        """Low-resolution pixels each output pixel depends on, either side: the convolutions'
+        half-widths summed (stride-1 'same' convolutions; a transposed convolution's half-width
+        in low-resolution pixels), and the residual's bicubic (2 px)."""
+        radius = 0
+        for module in self.modules():
+            if isinstance(module, nn.ConvTranspose2d):
+                radius += -(-(module.kernel_size[0] // 2) // self.scale)
+            elif isinstance(module, nn.Conv2d):
+                radius += module.kernel_size[0] // 2 * module.dilation[0]
+        return max(radius, 2) if self.residual else radius
 
     def _init_last(self, layer: nn.Conv2d | nn.ConvTranspose2d) -> None:
         if self.residual:
@@ -181,6 +197,59 @@ class FSRCNN(SuperResolution):
         return x[..., :height, :width]  # N x num_classes x scale·h x scale·w
 
 
+class ResidualBlock(nn.Module):
+    """EDSR's block: ``x + res_scale · conv(relu(conv(x)))``, no BatchNorm (Lim et al. §3.1: BN
+    removes the range flexibility of the features and costs memory, with no gain for SR)."""
+
+    def __init__(self, features: int, res_scale: float) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(features, features, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(features, features, 3, padding=1)
+        self.res_scale = float(res_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(self.relu(self.conv1(x)))
+        return x + out * self.res_scale if self.res_scale != 1.0 else x + out
+
+
+class EDSR(SuperResolution):
+    """EDSR: ``head`` (3×3/F), ``trunk`` (``blocks`` residual blocks, then 3×3/F, with a skip from
+    the head: the paper's "body"), ``to_subpixels`` (3×3 to ``scale² · num_classes`` maps) and
+    ``PixelShuffle``."""
+
+    def __init__(
+        self,
+        scale: int = DEFAULT_SCALE,
+        in_channels: int = 1,
+        num_classes: int = 1,
+        features: int = 32,
+        blocks: int = 8,
+        res_scale: float = 1.0,
+        residual: bool = False,
+    ) -> None:
+        super().__init__(scale, in_channels, num_classes, residual)
+        _check("edsr", scale, in_channels, num_classes)
+        if features < 1 or blocks < 0 or not res_scale > 0:
+            raise ValueError(
+                f"edsr: features={features}, blocks={blocks}, res_scale={res_scale}; expected "
+                "features >= 1, blocks >= 0 and res_scale > 0"
+            )
+        self.head = nn.Conv2d(in_channels, features, 3, padding=1)
+        self.trunk = nn.Sequential(
+            *(ResidualBlock(features, res_scale) for _ in range(blocks)),
+            nn.Conv2d(features, features, 3, padding=1),
+        )
+        self.to_subpixels = nn.Conv2d(features, num_classes * scale**2, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(scale)
+        self._init_last(self.to_subpixels)
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(x)  # N x F x h x w
+        x = x + self.trunk(x)  # N x F x h x w: the long skip
+        return self.shuffle(self.to_subpixels(x))  # N x num_classes x scale·h x scale·w
+
+
 @register_model(
     input_size=(1, 17, 17),  # the paper's low-resolution training sub-images (17r x 17r HR)
     min_size=1,
@@ -221,3 +290,25 @@ def fsrcnn(
 ) -> FSRCNN:
     """FSRCNN(56, 12, 4), the paper's accurate setting: about 12k parameters on Y."""
     return FSRCNN(scale, in_channels, num_classes, d, s, m, residual)
+
+
+@register_model(
+    input_size=(1, 17, 17),  # a low-resolution patch as ESPCN's
+    min_size=1,
+    classifier="to_subpixels",
+    paper="Lim, Son, Kim, Nah & Lee, Enhanced Deep Residual Networks for Single Image "
+    "Super-Resolution, CVPRW 2017",
+    task="superres",
+)
+def edsr(
+    num_classes: int = 1,
+    in_channels: int = 1,
+    scale: int = DEFAULT_SCALE,
+    features: int = 32,
+    blocks: int = 8,
+    res_scale: float = 1.0,
+    residual: bool = False,
+) -> EDSR:
+    """EDSR's baseline design at F=32, 8 residual blocks (the paper's baseline: F=64, 16 blocks):
+    about 160k parameters at ×2 on Y."""
+    return EDSR(scale, in_channels, num_classes, features, blocks, res_scale, residual)

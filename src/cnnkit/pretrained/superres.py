@@ -24,8 +24,9 @@ from cnnkit.models import create_model
 from cnnkit.models.checkpoints import load_state_dict_strict
 from cnnkit.pretrained.weights import SuperResWeights, read_state_dict, superres_weights
 
-#: low-resolution tile side and the context kept around each tile: the margin exceeds the models'
-#: receptive radius (ESPCN 4 px, FSRCNN 7 px, the bicubic residual 2 px), so tiles agree with one pass
+#: low-resolution tile side and the least context kept around each tile; a model's own
+#: ``receptive_radius`` (ESPCN 4 px, FSRCNN 8 px at ×2, EDSR 2·blocks + 3 px; bicubic 2 px)
+#: raises it, so that tiles agree with one pass
 TILE, MARGIN = 256, 16
 
 
@@ -62,11 +63,13 @@ def upscale_y(
     model: nn.Module, y: torch.Tensor, tile: int = TILE, margin: int = MARGIN
 ) -> torch.Tensor:
     """Y (N, 1, h, w) through ``model`` → (N, 1, s·h, s·w), clamped to [0, 1]; in tiles of
-    ``tile`` low-resolution pixels with ``margin`` pixels of context each, so memory stays bounded
-    for any image (with a margin beyond the receptive field the result is one pass's)."""
+    ``tile`` low-resolution pixels with at least ``margin`` pixels of context each (more if the
+    model's ``receptive_radius`` is larger), so memory stays bounded for any image and the result
+    is one pass's."""
     scale = int(getattr(model, "scale", 0))
     if scale < 1:
         raise ValueError(f"upscale_y: {type(model).__name__} has no integer 'scale' attribute")
+    margin = max(margin, int(getattr(model, "receptive_radius", 0)))
     param = next(model.parameters(), None)  # none: an ONNX graph run by onnxruntime (CPU)
     y = y.to(param.device, param.dtype) if param is not None else y.float().cpu()
     height, width = y.shape[-2:]
