@@ -5,8 +5,8 @@
 - ``cnnkit data show PATH --out preview.png`` draws the first images with their boxes and masks;
 - ``cnnkit data convert PATH --to yolo --out DIR`` rewrites a dataset in another format, images
   copied (``cnnkit.data.annotations``);
-- ``cnnkit data photos --out DIR [--held-out]`` writes the colour photos scikit-learn and
-  scikit-image install as PNGs, a folder for ``--task superres --data photos:DIR``
+- ``cnnkit data photos --out DIR [--held-out]`` writes the photos (colour and grey) scikit-learn
+  and scikit-image install as PNGs, a folder for ``--task superres --data photos:DIR``
   (``cnnkit.data.photos``; ``--held-out``: the README's test photos instead; each PNG written
   atomically).
 
@@ -88,9 +88,9 @@ def register(p: argparse.ArgumentParser) -> None:
 
     photo_parser = actions.add_parser(
         "photos",
-        help="write the colour photos scikit-learn and scikit-image install (superres training)",
-        description="Write the real colour photos that scikit-learn and scikit-image install as "
-        "PNGs: the training photos, or with --held-out the photos the README measures on.",
+        help="write the photos scikit-learn and scikit-image install (superres training)",
+        description="Write the real photos (colour and grey) that scikit-learn and scikit-image "
+        "install as PNGs: the training photos, or with --held-out the photos the README measures on.",
     )
     photo_parser.add_argument(
         "--out", required=True, help="folder to write NAME.png into (created)"

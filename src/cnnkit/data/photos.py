@@ -1,11 +1,14 @@
-"""Real colour photos that scikit-learn and scikit-image install, for super-resolution without a
+"""Real photos that scikit-learn and scikit-image install, for super-resolution without a
 download: ``write_sample_photos(DIR)`` (``cnnkit data photos --out DIR``) writes them as PNGs, a
 folder for ``cnnkit train --task superres --data photos:DIR``.
 
-The photos (colour only; scikit-image's grey images, drawings and its colour wheel are left out):
-scikit-learn's ``load_sample_images`` (``china``, ``flower``: JPEGs, 640×427) and scikit-image's
-``skimage.data`` (``astronaut``, ``chelsea``, ``coffee``, ``rocket``, ``motorcycle_left`` and
-``motorcycle_right`` (a stereo pair), ``immunohistochemistry``, ``hubble_deep_field``, ``retina``).
+The photos: scikit-learn's ``load_sample_images`` (``china``, ``flower``: JPEGs, 640×427) and
+scikit-image's ``skimage.data`` colour photos (``astronaut``, ``chelsea``, ``coffee``, ``rocket``,
+``motorcycle_left`` and ``motorcycle_right`` (a stereo pair), ``immunohistochemistry``,
+``hubble_deep_field``, ``retina``) and grey photos (``camera``, ``moon``, ``coins``, and the textures
+``brick``, ``grass``, ``gravel``), given as RGB with R = G = B: the super-resolution models see only
+the luminance Y, which a grey photo has as fully as a colour one. Left out: drawings, text scans,
+synthetic images, microscopy and a motion-blurred photo (``clock``).
 :data:`HELD_OUT` (``astronaut``, ``china``; one from each library, chosen before any training) are
 never trained on: they are the README's test photos, written only with ``held_out=True``.
 """
@@ -45,6 +48,15 @@ def _skimage(name: str, index: int | None = None) -> Callable[[], np.ndarray]:
     return load
 
 
+def _skimage_grey(name: str) -> Callable[[], np.ndarray]:
+    load_grey = _skimage(name)
+
+    def load() -> np.ndarray:
+        return np.repeat(load_grey()[:, :, None], 3, axis=2)  # H x W x 3, R = G = B
+
+    return load
+
+
 #: name → loader of an (H, W, 3) uint8 array
 SAMPLE_PHOTOS: dict[str, Callable[[], np.ndarray]] = {
     "china": _sklearn("china"),
@@ -58,6 +70,10 @@ SAMPLE_PHOTOS: dict[str, Callable[[], np.ndarray]] = {
     "immunohistochemistry": _skimage("immunohistochemistry"),
     "hubble_deep_field": _skimage("hubble_deep_field"),
     "retina": _skimage("retina"),
+    **{
+        name: _skimage_grey(name)
+        for name in ("camera", "moon", "coins", "brick", "grass", "gravel")
+    },
 }
 
 
