@@ -88,6 +88,11 @@ def test_the_export_takes_any_size_and_records_scale_colour_and_chroma(run, expo
     got = OnnxModel(exported, threads=1)(x)
     assert got.shape == (1, 1, 26, 42)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    # the tiles' context travels with the file: EDSR with 2 blocks depends on 2·2 + 3 pixels
+    from cnnkit.cli.upscale import OnnxUpscaler
+
+    assert props["cnnkit.receptive_radius"] == str(model.receptive_radius) == "7"
+    assert OnnxUpscaler(str(exported)).receptive_radius == 7
 
 
 def test_upscale_onnx_writes_the_pixels_of_upscale_run(run, exported, photo, tmp_path, capsys):

@@ -73,6 +73,9 @@ class OnnxUpscaler(torch.nn.Module):
                 "the upscaling factor (a positive integer), as `cnnkit export` writes it"
             )
         self.scale = int(scale)
+        # the tiles' context (upscale_y); files exported before it was recorded fall back to MARGIN
+        radius = self.onnx.metadata.get("receptive_radius", "")
+        self.receptive_radius = int(radius) if radius.isdigit() else 0
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return self.onnx(y)

@@ -16,7 +16,8 @@ under a second each) and records in the ONNX ``metadata_props`` what a consumer 
 ``cnnkit.data``              the whole ``DataMeta.to_config()`` (JSON), from which cnnkit rebuilds it
 ``cnnkit.anchors``           detection: the anchors (JSON) and ``cnnkit.stride`` its decoding needs
 ``cnnkit.scale``             superres: the upscaling factor, ``cnnkit.color``, ``cnnkit.chroma``,
-                             ``cnnkit.dynamic_size`` (any height and width)
+                             ``cnnkit.dynamic_size`` (any height and width),
+                             ``cnnkit.receptive_radius`` (the context a tile needs, in pixels)
 ===========================  ======================================================================
 
 What differs between tasks comes from the task's view (``cnnkit.deploy.views``): the output names,

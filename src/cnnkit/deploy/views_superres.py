@@ -89,7 +89,11 @@ class SuperresView(TaskView):
                 f"superres: {type(model).__name__} has no integer 'scale' attribute; expected a "
                 "cnnkit super-resolution model (edsr, espcn, fsrcnn)"
             )
-        return {"scale": str(scale), "color": COLOR, "chroma": CHROMA, "dynamic_size": "true"}
+        meta = {"scale": str(scale), "color": COLOR, "chroma": CHROMA, "dynamic_size": "true"}
+        radius = getattr(model, "receptive_radius", None)
+        if isinstance(radius, int):  # `cnnkit upscale --onnx` tiles with at least this context
+            meta["receptive_radius"] = str(radius)
+        return meta
 
     def draw(
         self, images: torch.Tensor, decoded: torch.Tensor, class_names: Sequence[str]
