@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from quick_data import cut_fashion_mnist
+from quick_data import fashion_mnist_cut
 
 
 @pytest.fixture(autouse=True)
@@ -22,9 +22,8 @@ def fashion_mnist():
 
 
 @pytest.fixture
-def quick_fashion_mnist(fashion_mnist, monkeypatch):
+def quick_fashion_mnist(fashion_mnist):
     """``--data fashion-mnist`` in this test validates on 1,000 images and tests on 2,000 (of 5,000
     and 10,000): scoring the notes' CNN on 15,000 images a run costs most of a small run's time."""
-    small = cut_fashion_mnist(fashion_mnist)
-    monkeypatch.setattr("cnnkit.data.datasets.load_fashion_mnist", lambda root=None: small)
-    return small
+    with fashion_mnist_cut(fashion_mnist) as small:
+        yield small

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from PIL import Image
-from quick_data import cut_fashion_mnist
+from quick_data import fashion_mnist_cut
 
 from cnnkit.cli import main
 from cnnkit.train import rundir
@@ -17,9 +17,7 @@ from cnnkit.train import rundir
 def _quick_fashion_mnist(fashion_mnist):
     """This module's runs validate on 1,000 images and test on 2,000 (the real ones, cut as
     conftest's ``quick_fashion_mnist``; module-wide, for the module's trained run)."""
-    small = cut_fashion_mnist(fashion_mnist)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("cnnkit.data.datasets.load_fashion_mnist", lambda root=None: small)
+    with fashion_mnist_cut(fashion_mnist) as small:
         yield small
 
 

@@ -6,18 +6,17 @@ from __future__ import annotations
 import json
 
 import pytest
-from quick_data import cut_fashion_mnist
+from quick_data import fashion_mnist_cut
 
 from cnnkit.cli import main, speedrun
 from cnnkit.train import RunDir, rundir
 
 
 @pytest.fixture
-def small_fashion_mnist(fashion_mnist, monkeypatch):
+def small_fashion_mnist(fashion_mnist):
     """Fashion-MNIST cut to 256 / 200 / 300 images (the loader's own output, sliced)."""
-    small = cut_fashion_mnist(fashion_mnist, train=256, valid=200, test=300)
-    monkeypatch.setattr("cnnkit.data.datasets.load_fashion_mnist", lambda root=None: small)
-    return small
+    with fashion_mnist_cut(fashion_mnist, train=256, valid=200, test=300) as small:
+        yield small
 
 
 def test_a_tiny_speedrun_reports_time_epochs_accuracy_and_the_target(
