@@ -137,10 +137,11 @@ class Task(ABC):
         low-resolution images are made at the model's ``scale``); ``--data-option`` overrides them."""
         return {}
 
-    def model_options_from_data(self, data: ImageData) -> dict[str, Any]:
-        """Model options the training data decides (detection: anchors by K-Means on the training
-        boxes), recorded with the model's options so that ``create_model`` rebuilds the same model;
-        ``--model-option`` overrides them."""
+    def model_options_from_data(self, data: ImageData, model: str | None = None) -> dict[str, Any]:
+        """Model options the training data decides for the registered model ``model`` (detection:
+        anchors by K-Means on the training boxes; segmentation: the class frequencies, for models
+        that take ``class_prior``), recorded with the model's options so that ``create_model``
+        rebuilds the same model; ``--model-option`` overrides them."""
         return {}
 
     def model_spec(self, name: str, meta: DataMeta, options: dict[str, Any]) -> dict[str, Any]:

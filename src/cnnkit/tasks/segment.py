@@ -32,7 +32,7 @@ from cnnkit.tasks.base import Reduce, StreamingMetric, Task, _identity
 from cnnkit.tasks.registry import register_task
 
 if TYPE_CHECKING:
-    from cnnkit.data.datasets import DataMeta
+    from cnnkit.data.datasets import DataMeta, ImageData
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 #: the ``loss`` option → the loss of ``cnnkit.losses``
@@ -165,6 +165,32 @@ class Segment(Task):
 
     def options(self) -> dict[str, Any]:
         return {"loss": self.loss_name, "ignore_index": self.ignore_index}
+
+    def model_options_from_data(self, data: ImageData, model: str | None = None) -> dict[str, Any]:
+        """``class_prior``, each class's share of the labelled training pixels (rounded to 1e-6),
+        for a model whose builder takes it (``unet``: its head's biases start at the log)."""
+        import inspect
+
+        from cnnkit.models import model_info
+
+        if (
+            model is None
+            or "class_prior" not in inspect.signature(model_info(model).builder).parameters
+        ):
+            return {}
+        num_classes = len(data.meta.class_names)
+        counts = torch.zeros(num_classes, dtype=torch.float64)
+        _, masks = data.train
+        for start in range(0, len(masks), 256):  # 256 masks at a time: a few MB of int64
+            chunk = masks[start : start + 256]
+            labels = torch.cat([m.flatten() for m in chunk]) if isinstance(chunk, list) else chunk
+            histogram = torch.bincount(labels.flatten().long(), minlength=num_classes)
+            counts += histogram[:num_classes]  # ignore_index (255) and beyond left out
+        if 0 <= self.ignore_index < num_classes:
+            counts[self.ignore_index] = 0
+        if counts.sum() == 0:
+            raise ValueError(f"{data.name}: the training masks have no labelled pixel")
+        return {"class_prior": [round(float(c), 6) for c in counts / counts.sum()]}
 
     def setup(self, model: nn.Module) -> None:
         num_classes = getattr(getattr(model, "module", model), "num_classes", None)
