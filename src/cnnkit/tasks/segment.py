@@ -181,7 +181,7 @@ class Segment(Task):
         num_classes = len(data.meta.class_names)
         counts = torch.zeros(num_classes, dtype=torch.float64)
         _, masks = data.train
-        for start in range(0, len(masks), 256):  # 256 masks at a time: a few MB of int64
+        for start in range(0, len(masks), 256):  # 256 masks at a time: 34 MB of int64 at 128x128
             chunk = masks[start : start + 256]
             labels = torch.cat([m.flatten() for m in chunk]) if isinstance(chunk, list) else chunk
             histogram = torch.bincount(labels.flatten().long(), minlength=num_classes)
