@@ -8,7 +8,6 @@ cnnkit summary vgg16 --precision bf16 --json
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 
 import torch
@@ -144,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--batch: expected a positive integer, got {args.batch}")
     num_classes = args.num_classes
     if num_classes is None:
-        num_classes = inspect.signature(info.builder).parameters["num_classes"].default
+        num_classes = info.parameters["num_classes"].default
     model = create_model(args.model, num_classes=num_classes, in_channels=shape[0])
     try:
         report = estimate(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from torch import nn
@@ -29,6 +29,11 @@ class ModelInfo:
     classifier: str  # attribute path of the final dense layer, e.g. "fc" or "head.fc"
     paper: str
     task: str = "classify"  # the output contract (docs/ARCHITECTURE.md): classify, detect, segment, localize, superres
+
+    @property
+    def parameters(self) -> Mapping[str, inspect.Parameter]:
+        """The builder's parameters by name: the options ``create_model`` accepts, with defaults."""
+        return inspect.signature(self.builder).parameters
 
 
 TASKS = ("classify", "detect", "segment", "localize", "superres")
@@ -97,7 +102,7 @@ def create_model(
     Options a builder does not take are an error that lists the ones it does.
     """
     info = model_info(name)
-    params = inspect.signature(info.builder).parameters
+    params = info.parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     unknown = [k for k in options if k not in params]
     if unknown and not takes_any:

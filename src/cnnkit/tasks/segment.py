@@ -169,14 +169,9 @@ class Segment(Task):
     def model_options_from_data(self, data: ImageData, model: str | None = None) -> dict[str, Any]:
         """``class_prior``, each class's share of the labelled training pixels (rounded to 1e-6),
         for a model whose builder takes it (``unet``: its head's biases start at the log)."""
-        import inspect
-
         from cnnkit.models import model_info
 
-        if (
-            model is None
-            or "class_prior" not in inspect.signature(model_info(model).builder).parameters
-        ):
+        if model is None or "class_prior" not in model_info(model).parameters:
             return {}
         num_classes = len(data.meta.class_names)
         counts = torch.zeros(num_classes, dtype=torch.float64)

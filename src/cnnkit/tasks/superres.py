@@ -17,7 +17,6 @@ bicubic upscaling of the input (``bicubic_psnr``, ``bicubic_ssim``) and the gain
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -122,7 +121,7 @@ def builder_default_scale(model: str) -> int:
     """The ``scale`` a registered super-resolution builder uses when none is given."""
     from cnnkit.models import model_info
 
-    parameter = inspect.signature(model_info(model).builder).parameters.get("scale")
+    parameter = model_info(model).parameters.get("scale")
     if parameter is None or not isinstance(parameter.default, int):
         raise ValueError(f"--model {model}: its builder takes no integer 'scale' option")
     return parameter.default
