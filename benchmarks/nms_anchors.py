@@ -17,19 +17,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import time
 
 import torch
-
-
-def cpu_line() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    flags = fields.get("Flags", "").split()
-    simd = [f for f in flags if f.startswith(("avx512", "amx")) or f in ("avx2", "fma")]
-    return f"{fields.get('Model name', '?').strip()}; SIMD flags: {' '.join(simd) or 'none'}"
+from peers import cpu_line
 
 
 def random_boxes(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

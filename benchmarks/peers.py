@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
 import site
 import statistics
@@ -143,6 +144,19 @@ def cpu_description() -> dict[str, str]:
         "model_name": fields.get("Model name", "").strip(),
         "flags": fields.get("Flags", "").strip(),
     }
+
+
+#: the flags that decide a CPU's fp32 and bf16 speed, as the benchmark tables name them
+SIMD_FLAGS = ("avx2", "fma")
+SIMD_PREFIXES = ("avx512", "amx")
+
+
+def cpu_line() -> str:
+    """One line for a benchmark table: ``lscpu``'s model name and its SIMD flags (AVX2, FMA,
+    AVX-512, AMX), e.g. "AMD EPYC (avx2 fma)"."""
+    cpu = cpu_description()
+    simd = [f for f in cpu["flags"].split() if f in SIMD_FLAGS or f.startswith(SIMD_PREFIXES)]
+    return f"{cpu['model_name'] or platform.machine()} ({' '.join(simd) or 'no AVX2'})"
 
 
 def interleaved_speed(

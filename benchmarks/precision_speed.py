@@ -12,33 +12,17 @@ flags.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
+from peers import cpu_line
 
 from cnnkit.data import TensorBatches, load_fashion_mnist
 from cnnkit.device import Precision, cpu_has_native_bf16
 from cnnkit.models import create_model
 from cnnkit.train import make_optimizer
-
-
-def cpu_description() -> str:
-    name, flags = platform.processor() or "?", []
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and name in ("?", "x86_64", ""):
-                    name = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = line.split(":", 1)[1].split()
-                    break
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    return f"{name}; flags: {' '.join(f for f in wanted if f in flags) or 'n/a'}"
 
 
 def images_per_s(precision: str, batches: TensorBatches, steps: int) -> float:
@@ -87,7 +71,7 @@ def main() -> None:
         for precision in order:
             rates[precision].append(images_per_s(precision, batches, args.steps))
     fp32, bf16 = statistics.median(rates["fp32"]), statistics.median(rates["bf16"])
-    print(f"CPU: {cpu_description()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"CPU: {cpu_line()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"native bf16 (cnnkit.device.cpu_has_native_bf16): {cpu_has_native_bf16()}")
     print(
         f"fashion_cnn training, batch {args.batch_size}, {args.rounds} rounds x {args.steps} steps:"

@@ -14,25 +14,15 @@ Usage: ``OMP_NUM_THREADS=1 taskset -c 1 python benchmarks/superres_table.py``
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
 import torch
+from peers import cpu_line
 
 ROOT = Path(__file__).resolve().parents[1]
 CROP = {"photo": "astronaut", "scale": 4, "box": (150, 50, 270, 170)}  # left, top, right, bottom
 CROP_FILE = ROOT / "docs" / "images" / "superres_crop.png"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def measure(photo: torch.Tensor, model: torch.nn.Module, scale: int) -> dict[str, float]:
@@ -107,7 +97,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     models = {scale: load_superres(scale) for scale in (2, 4)}
-    print(f"{cpu_name()}, 1 thread, fp32; Y (BT.601), border crop = scale")
+    print(f"{cpu_line()}, 1 thread, fp32; Y (BT.601), border crop = scale")
     print(
         "| photo | size | scale | bicubic PSNR | bicubic SSIM | cnnkit PSNR | cnnkit SSIM "
         "| gain (dB) | cnnkit time |"

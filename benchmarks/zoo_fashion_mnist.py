@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import torch
 import torch.nn.functional as F
-from peers import cpu_description
+from peers import cpu_line
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnkit.data import TensorBatches, load_fashion_mnist
@@ -164,15 +163,6 @@ def run_model(name: str, seconds: float, data: tuple, fixed_epochs: int | None =
 
 
 # ---- report -----------------------------------------------------------------------------------------
-def cpu_line() -> str:
-    """``lscpu``'s model name and its SIMD flags (AVX2, FMA, AVX-512, AMX)."""
-    cpu = cpu_description()
-    simd = [
-        f for f in cpu["flags"].split() if f.startswith(("avx512", "amx")) or f in ("avx2", "fma")
-    ]
-    return f"{cpu['model_name'] or platform.machine()} ({' '.join(simd) or 'no AVX2'})"
-
-
 def markdown(rows: list[dict], seconds: float, epochs: int | None = None) -> str:
     budget = f"{epochs} epochs" if epochs else f"Budget {seconds:g} s of training"
     lines = [
