@@ -90,6 +90,28 @@ def test_the_benchmark_times_92_percent_from_the_first_epoch_that_reaches_it() -
     assert bench.extra_speedrun_args(["0.95=--epochs 30 --lr 0.5"]) == {
         0.95: ["--epochs", "30", "--lr", "0.5"]
     }
+    # the ratios: Keras' time to 92% over cnnkit's; a lower bound where Keras never reached 92%
+    keras_rows = [
+        {"seconds": 300.0, "test_accuracy": 0.90},
+        {"seconds": 340.0, "test_accuracy": 0.91},
+    ]
+    results = {
+        "notes_model": {
+            "keras-book": {"seconds_per_epoch": 340.0, "seconds_to_92": None, "epochs": keras_rows},
+            "cnnkit-book": {"seconds_per_epoch": 200.0},
+            "cnnkit-best": {"seconds_to_92": 160.0},
+        },
+        "speedrun": {"0.94": {"seconds_to_92": 128.0}, "0.92": {"seconds_to_92": None}},
+    }
+    assert bench.ratios(results) == {
+        "cnnkit-book speed / Keras (s per epoch)": "1.70x",
+        "time to 92%: Keras book / cnnkit best recipe": "> 4.00x",  # 640 s and still short
+        "time to 92%: Keras book / speedrun 0.94": "> 5.00x",
+    }
+    results["notes_model"]["keras-book"]["seconds_to_92"] = 480.0
+    assert bench.ratios(results)["time to 92%: Keras book / speedrun 0.94"] == "3.75x"
+    del results["notes_model"]["keras-book"]
+    assert bench.ratios(results) == {}
 
 
 def test_speednet_activation_is_gelu_or_relu_everywhere() -> None:
