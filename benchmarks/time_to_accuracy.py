@@ -428,7 +428,7 @@ def run_notes_model(args: argparse.Namespace) -> dict[str, Any]:
         common += ["--train-limit", args.train_limit]
     if args.test_limit:
         common += ["--test-limit", args.test_limit]
-    plan: list[tuple[str, list[Any], dict[str, str]]] = []
+    plan: list[tuple[str, int, list[Any], dict[str, str]]] = []  # name, epochs, command, env
     if not args.no_keras:
         try:
             python = peer_python("keras", KERAS_PINS, isolated=True)
@@ -440,31 +440,23 @@ def run_notes_model(args: argparse.Namespace) -> dict[str, Any]:
             worker.write_text(KERAS_WORKER)
             keras_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
             keras_env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-            plan.append(
-                ("keras-book", [python, worker, data, args.threads, args.epochs, 0], keras_env)
-            )
+            keras = [python, worker, data, args.threads, args.epochs, 0]
+            plan.append(("keras-book", args.epochs, keras, keras_env))
     cnnkit = [sys.executable, script, "--worker", "cnnkit", *common]
     bf16 = args.bf16 == "on" or (args.bf16 == "auto" and cpu_has_native_bf16())
     if args.book_epochs:
         book = [*cnnkit, "--recipe", "book", "--epochs", args.book_epochs]
-        plan.append(("cnnkit-book", [*book, "--precision", "fp32"], env))
+        plan.append(("cnnkit-book", args.book_epochs, [*book, "--precision", "fp32"], env))
         if bf16:
-            plan.append(("cnnkit-book-bf16", [*book, "--precision", "bf16"], env))
+            bf16_book = [*book, "--precision", "bf16"]
+            plan.append(("cnnkit-book-bf16", args.book_epochs, bf16_book, env))
     # the best recipe in the precision cnnkit's --precision auto picks: bf16 where it is native
     best_precision = "bf16" if bf16 else "fp32"
     if args.best_epochs:
-        plan.append(
-            ("cnnkit-best", [*cnnkit, "--recipe", "best", "--precision", best_precision], env)
-        )
-    workers = [Worker(name, cmd, e, args.out / f"{name}.log") for name, cmd, e in plan]
-    epochs = {
-        w.name: args.best_epochs
-        if "best" in w.name
-        else args.book_epochs
-        if w.name.startswith("cnnkit-book")
-        else args.epochs
-        for w in workers
-    }
+        best = [*cnnkit, "--recipe", "best", "--precision", best_precision]
+        plan.append(("cnnkit-best", args.best_epochs, best, env))
+    workers = [Worker(name, cmd, e, args.out / f"{name}.log") for name, _, cmd, e in plan]
+    epochs = {name: count for name, count, _, _ in plan}
     for round_ in range(max(epochs.values(), default=0)):
         order = workers if round_ % 2 == 0 else workers[::-1]  # who goes first alternates
         for worker in order:
