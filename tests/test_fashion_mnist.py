@@ -125,3 +125,26 @@ def test_the_loader_downloads_into_the_cache_when_nothing_is_found(tmp_path, mon
     with pytest.raises(FileNotFoundError, match="Get it one of these ways"):
         monkeypatch.setattr(fm, "_cache_root", lambda: tmp_path / "empty-cache")
         load_fashion_mnist(download=False)
+
+
+def test_train_on_valid_adds_the_validation_images_to_training_and_keeps_the_rest(
+    fashion_mnist, monkeypatch
+):
+    from cnnkit.data.datasets import load_data, load_data_from_meta
+
+    monkeypatch.setattr("cnnkit.data.datasets.load_fashion_mnist", lambda root=None: fashion_mnist)
+    plain = load_data("fashion-mnist")
+    final = load_data("fashion-mnist", options={"train_on_valid": True})
+    (xt, yt), (xv, yv), (xs, ys) = fashion_mnist
+    x, y = final.splits["train"]
+    assert x.shape == (60_000, 1, 28, 28) and torch.equal(y, torch.cat([yt, yv]))
+    assert torch.equal(x[55_000:, 0], xv) and torch.equal(x[:55_000], plain.splits["train"][0])
+    assert torch.equal(final.splits["valid"][1], yv) and torch.equal(final.splits["test"][1], ys)
+    # recorded, so that a run's data loads again the same way (resume, evaluate)
+    assert final.meta.source["options"] == {"train_on_valid": True}
+    assert "options" not in plain.meta.source
+    assert len(load_data_from_meta(final.meta).splits["train"][0]) == 60_000
+    with pytest.raises(ValueError, match="'n_train': fashion-mnist takes train_on_valid"):
+        load_data("fashion-mnist", options={"n_train": 10})
+    with pytest.raises(ValueError, match="train_on_valid='yes': expected true or false"):
+        load_data("fashion-mnist", options={"train_on_valid": "yes"})

@@ -153,3 +153,27 @@ def test_speednet_ceil_mode_keeps_the_last_odd_row_and_column() -> None:
     assert [tuple(m.shape[1:]) for m in floor] == [(32, 14, 14), (64, 7, 7), (128, 3, 3)]
     assert [tuple(m.shape[1:]) for m in ceil] == [(32, 14, 14), (64, 7, 7), (128, 4, 4)]
     assert create_model("speednet", ceil_mode=True)(x).shape == (2, 10)
+
+
+def test_speednet_residual_adds_a_third_conv_and_the_pooled_map_back() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from cnnkit.models import create_model
+
+    plain, residual = create_model("speednet"), create_model("speednet", residual=True)
+    added = sum(9 * c * c + 2 * c for c in (32, 64, 128))  # a 3x3 conv without bias, and its BN
+    assert sum(p.numel() for p in residual.parameters()) == 288_160 + added == 482_144
+    group = residual.groups[1].eval()
+    x = torch.randn(2, 32, 14, 14)
+
+    def bn(t: torch.Tensor, norm: torch.nn.BatchNorm2d) -> torch.Tensor:
+        return F.batch_norm(
+            t, norm.running_mean, norm.running_var, norm.weight, norm.bias, eps=norm.eps
+        )
+
+    pooled = F.gelu(bn(F.max_pool2d(F.conv2d(x, group.conv1.weight, padding=1), 2), group.norm1))
+    y = F.gelu(bn(F.conv2d(pooled, group.conv2.weight, padding=1), group.norm2))
+    want = pooled + F.gelu(bn(F.conv2d(y, group.conv3.weight, padding=1), group.norm3))
+    torch.testing.assert_close(group(x), want)
+    assert residual(torch.randn(2, 1, 28, 28)).shape == plain(torch.randn(2, 1, 28, 28)).shape

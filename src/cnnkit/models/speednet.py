@@ -19,6 +19,10 @@ Deliberate differences, for 1×28×28 grey images on a CPU:
 - global max-pooling (``AdaptiveMaxPool2d(1)``) instead of ``MaxPool2d(3)``: the same at 28×28
   (the 3×3 map pooled whole) and any input of at least 8×8 works.
 
+``residual=True``: airbench96's group — a third conv after the second, and the pooled map added
+back after it (482,144 parameters at the default widths; 93.63% test in the 9-minute speedrun,
+against 93.68% without, docs/notes/issue-15.md).
+
 288,160 parameters at the default widths, 1 channel, 10 classes.
 """
 
@@ -53,7 +57,12 @@ class ConvGroup(nn.Module):
     """conv → max-pool 2 → BN → GELU → conv → BN → GELU (airbench's ``ConvGroup``)."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, activation: str = "gelu", ceil_mode: bool = False
+        self,
+        in_channels: int,
+        out_channels: int,
+        activation: str = "gelu",
+        ceil_mode: bool = False,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         self.conv1 = _conv(in_channels, out_channels)
@@ -62,10 +71,18 @@ class ConvGroup(nn.Module):
         self.conv2 = _conv(out_channels, out_channels)
         self.norm2 = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
         self.activation = ACTIVATIONS[activation]()
+        # airbench96: a third conv, and the pooled map added back after it
+        self.conv3 = _conv(out_channels, out_channels) if residual else None
+        self.norm3 = (
+            nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM) if residual else None
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.activation(self.norm1(self.pool(self.conv1(x))))  # N x C x H/2 x W/2
-        return self.activation(self.norm2(self.conv2(x)))
+        y = self.activation(self.norm2(self.conv2(x)))
+        if self.conv3 is None or self.norm3 is None:
+            return y
+        return x + self.activation(self.norm3(self.conv3(y)))
 
 
 class SpeedNet(nn.Module):
@@ -83,6 +100,7 @@ class SpeedNet(nn.Module):
         features_only: bool = False,
         activation: str = "gelu",
         ceil_mode: bool = False,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         if len(widths) != 3 or min(widths) < 1 or stem_width < 0:
@@ -105,7 +123,10 @@ class SpeedNet(nn.Module):
         )
         channels = [stem_width or in_channels, *widths]
         self.groups = nn.Sequential(
-            *(ConvGroup(channels[i], channels[i + 1], activation, ceil_mode) for i in range(3))
+            *(
+                ConvGroup(channels[i], channels[i + 1], activation, ceil_mode, residual)
+                for i in range(3)
+            )
         )  # N x w1 x H/2 x W/2 → N x w2 x H/4 x W/4 → N x w3 x H/8 x W/8
         self.feature_channels, self.feature_strides = list(widths), [2, 4, 8]
         self.feature_info = make_feature_info(
@@ -149,11 +170,13 @@ def speednet(
     features_only: bool = False,
     activation: str = "gelu",
     ceil_mode: bool = False,
+    residual: bool = False,
 ) -> SpeedNet:
     """airbench's network for 1×28×28 (288,160 parameters at widths 32/64/128, 10 classes);
     ``activation`` "gelu" (airbench's) or "relu"; ``ceil_mode``: the max-pools keep a last odd row
-    and column (28 → 14 → 7 → 4 instead of → 3: the third group then sees the whole 7×7 map)."""
+    and column (28 → 14 → 7 → 4 instead of → 3: the third group then sees the whole 7×7 map);
+    ``residual``: a third conv per group and the pooled map added back (airbench96)."""
     return SpeedNet(
         num_classes, in_channels, tuple(widths), stem_width, logit_scale, features_only,
-        activation, ceil_mode,
+        activation, ceil_mode, residual,
     )  # fmt: skip

@@ -58,7 +58,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from cnnkit.device import default_precision, pick_device
+from cnnkit.device import default_precision, keep_freed_memory, pick_device
 from cnnkit.tasks import StreamingMetric, Task, get_task
 from cnnkit.train import distributed, rundir
 from cnnkit.train.callbacks import BestCheckpoint, Callback
@@ -160,6 +160,8 @@ class Trainer:
             self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         self.dist = distributed.setup(self.device)
         self.precision = default_precision(self.device, precision)
+        if self.device.type == "cpu":
+            keep_freed_memory()  # 1.2-1.4x the training steps/s on a 2-core CPU (device.py)
         if channels_last is not None:
             self.precision = type(self.precision)(self.device, self.precision.name, channels_last)
         self.model = model.to(self.device).to(memory_format=self.precision.memory_format)
