@@ -74,10 +74,10 @@ KEEP_HEAP_ENV = "CNNKIT_KEEP_HEAP"
 def keep_freed_memory() -> bool:
     """Serve tensors from a heap that keeps freed memory, instead of a fresh ``mmap`` each time.
 
-    glibc gives every allocation over 32 MB (a batch-1024 activation) pages of its own and
-    returns them when freed, so each training step faults in and zeroes hundreds of MB again:
-    on 2 AVX2 cores the speedrun's step spent 11% of its time in max-pool backward's zero-fill
-    alone. Keeping the memory (``mallopt``: no mmap, never trim) ran that step 1.2-1.4x faster
+    glibc gives every allocation over its mmap threshold (128 KB, rising to at most 32 MB) pages
+    of its own and returns them when freed, so each training step faults in and zeroes its large
+    activations again (50,000-117,000 page faults per speedrun step on 2 AVX2 cores; max-pool
+    backward's zero-fill alone took 7-11% of the step). Keeping the memory (``mallopt``: no mmap, never trim) ran that step 1.2-1.4x faster
     (docs/notes/issue-15.md). jemalloc or tcmalloc through ``LD_PRELOAD`` do the same (PyTorch's
     CPU tuning guide); this needs no package and no restart. The heap then stays at its peak
     size until the process ends. Linux with glibc only; a no-op elsewhere or with

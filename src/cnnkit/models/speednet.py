@@ -54,7 +54,8 @@ def _conv(in_channels: int, out_channels: int) -> nn.Conv2d:
 
 
 class ConvGroup(nn.Module):
-    """conv → max-pool 2 → BN → GELU → conv → BN → GELU (airbench's ``ConvGroup``)."""
+    """conv → max-pool 2 → BN → GELU → conv → BN → GELU (airbench's ``ConvGroup``); ``residual``:
+    then conv → BN → GELU, plus the pooled map (airbench96's)."""
 
     def __init__(
         self,
