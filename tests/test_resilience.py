@@ -705,3 +705,25 @@ def test_nproc_launches_torchrun_for_the_user(folder, tmp_path):
     config = json.loads((out / rundir.CONFIG).read_text())
     assert config["trainer"]["world_size"] == 2
     assert "--nproc" not in config["command"]
+
+
+def test_a_ctrl_c_the_moment_the_temporary_exists_leaves_nothing_behind(tmp_path, monkeypatch):
+    """The window a kill test caught: the temporary created, then KeyboardInterrupt before any
+    byte is written. The file keeps what it held and no temporary is left."""
+    from cnnkit.io import atomic_write_bytes
+
+    target = tmp_path / "metrics.jsonl"
+    target.write_bytes(b"old\n")
+    real_open = os.open
+
+    def open_then_interrupt(*args, **kwargs):
+        os.close(real_open(*args, **kwargs))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("cnnkit.io.os.open", open_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_bytes(target, b"new\n")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old\n" and sorted(tmp_path.iterdir()) == [target]
+    atomic_write_bytes(target, b"new\n")
+    assert target.read_bytes() == b"new\n" and sorted(tmp_path.iterdir()) == [target]

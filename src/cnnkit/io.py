@@ -3,14 +3,14 @@
 The lowest layer with ``device.py`` (no torch, no other cnnkit module): checkpoints, run directories,
 plots, datasets and downloaded weights all write through :func:`atomic_write`, so a crash, a full
 disk or a Ctrl-C never leaves a half-written file where a good one was, and written files get the
-mode the umask gives (``mkstemp`` alone would make them 0600).
+mode the umask gives (the temporary is created 0600).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import secrets
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -36,10 +36,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
 
     On any error (or Ctrl-C) the temporary file is removed and ``path`` keeps what it held."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(name)
-    try:  # from the file's creation on: a Ctrl-C right after mkstemp must not leave it behind
-        os.close(fd)
+    # The name is drawn here and the file created inside the try, so that a Ctrl-C the moment it
+    # exists still removes it: with tempfile.mkstemp, a KeyboardInterrupt between its return and
+    # the try left the file behind (the kill test caught one in a metrics write). 128 random bits:
+    # a name taken by another writer is not a case to handle (mkstemp draws about 41 and retries).
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(16)}.tmp"
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         write(tmp)
         os.chmod(tmp, _umask_mode())
         os.replace(tmp, path)
