@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import platform
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -140,17 +144,12 @@ print(applied, max(faults[-4:]))
 """
 
 
-@pytest.mark.skipif(
-    __import__("platform").libc_ver()[0] != "glibc", reason="mallopt is glibc's (Linux)"
-)
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's (Linux)")
 def test_keeping_freed_memory_stops_large_tensors_faulting_their_pages_in_each_time() -> None:
-    import subprocess
-    import sys
-
     def run(mode: str, env: dict[str, str] | None = None) -> tuple[str, int]:
         out = subprocess.run(
             [sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True,
-            env={**__import__("os").environ, **(env or {})},
+            env={**os.environ, **(env or {})},
         ).stdout.split()  # fmt: skip
         return out[0], int(out[1])
 

@@ -6,6 +6,7 @@ CUDA when present (bf16 autocast, ``channels_last``), else Apple MPS, else the C
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 KEEP_HEAP_ENV = "CNNKIT_KEEP_HEAP"
 
 
+@functools.cache  # once per process: every Trainer asks
 def keep_freed_memory() -> bool:
     """Serve tensors from a heap that keeps freed memory, instead of a fresh ``mmap`` each time.
 
