@@ -49,11 +49,31 @@ def test_a_tiny_speedrun_reports_time_epochs_accuracy_and_the_target(
     config = RunDir(out).read_config()
     assert config["data"]["batch_augment"] == speedrun.RECIPE["batch_augment"] == "flip"
     assert config["task"]["options"]["tta"] == "flip"
-    assert config["trainer"]["ema"] == 0.95 and config["trainer"]["optimizer"] == "sgd"
+    assert config["trainer"]["ema"] == 0.9873 and config["trainer"]["optimizer"] == "sgd"
     assert config["trainer"]["batch_size"] == 64 and config["speedrun"] == {
         "dataset": "fashion-mnist"
     }
-    assert config["model"]["options"] == {"widths": [4, 8, 8]}
+    # the recipe's whitening stem, from the training images' patch covariance, recorded so that
+    # `evaluate` and `predict` rebuild the same filters; --model-option added to the recipe's
+    options = config["model"]["options"]
+    assert set(options) == {"widths", "whiten", "activation", "patch_covariance"}
+    assert options["widths"] == [4, 8, 8] and options["whiten"] is True
+    assert options["activation"] == "relu"
+    from cnnkit.data import load_dataset, patch_covariance
+
+    (train_images, _), _, _ = small_fashion_mnist
+    meta = load_dataset("fashion-mnist").meta  # mean/std from the same 256 training images
+    want = patch_covariance(train_images[:, None], meta).flatten().tolist()
+    assert options["patch_covariance"] == pytest.approx(want, abs=1e-7)
+    # the run loads back (the filters are a buffer in the checkpoint), the recorded figures' own
+    import torch
+
+    from cnnkit.cli._common import load_run
+    from cnnkit.models.speednet import whitening_filters
+
+    model = load_run(out, fuse=True)[2]
+    recorded = torch.tensor(options["patch_covariance"], dtype=torch.float64).view(4, 4)
+    torch.testing.assert_close(model.stem.weight, whitening_filters(recorded, 1))
     assert config["task"]["options"]["label_smoothing"] == speedrun.RECIPE["label_smoothing"]
 
 
@@ -177,3 +197,83 @@ def test_speednet_residual_adds_a_third_conv_and_the_pooled_map_back() -> None:
     want = pooled + F.gelu(bn(F.conv2d(y, group.conv3.weight, padding=1), group.norm3))
     torch.testing.assert_close(group(x), want)
     assert residual(torch.randn(2, 1, 28, 28)).shape == plain(torch.randn(2, 1, 28, 28)).shape
+
+
+def test_patch_covariance_is_the_covariance_of_every_2x2_patch() -> None:
+    import numpy as np
+    import torch
+
+    from cnnkit.data import patch_covariance
+    from cnnkit.data.datasets import DataMeta
+
+    images = torch.randint(
+        0, 256, (5, 2, 6, 7), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    meta = DataMeta("t", (2, 6, 7), ("a", "b"), mean=(0.5, 0.25), std=(0.2, 0.4))
+    x = (images.double() / 255 - torch.tensor([0.5, 0.25]).view(1, 2, 1, 1)) / torch.tensor(
+        [0.2, 0.4], dtype=torch.float64
+    ).view(1, 2, 1, 1)
+    # every stride-1 2x2 patch by hand, flattened channel, row, column (a Conv2d weight's order)
+    patches = [
+        x[n, :, i : i + 2, j : j + 2].flatten().numpy()
+        for n in range(5) for i in range(5) for j in range(6)
+    ]  # fmt: skip
+    want = np.cov(np.stack(patches), rowvar=False, bias=True)
+    got = patch_covariance(images, meta)
+    assert got.shape == (8, 8)
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
+    # a list of images goes through meta.preprocess, the same figures
+    np.testing.assert_allclose(patch_covariance(list(images), meta).numpy(), want, atol=1e-6)
+
+
+def test_speednet_whitening_decorrelates_the_patches_it_was_built_from() -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from cnnkit.data import patch_covariance
+    from cnnkit.data.datasets import DataMeta
+    from cnnkit.models import create_model
+
+    g = torch.Generator().manual_seed(1)
+    # correlated pixels: a smooth field plus noise, as photos and Fashion-MNIST are
+    smooth = F.interpolate(torch.rand(64, 1, 8, 8, generator=g), size=(28, 28), mode="bilinear")
+    images = ((smooth * 0.8 + 0.2 * torch.rand(64, 1, 28, 28, generator=g)) * 255).to(torch.uint8)
+    meta = DataMeta("t", (1, 28, 28), tuple("abcdefghij"), mean=(0.5,), std=(0.25,))
+    covariance = patch_covariance(images, meta)
+    model = create_model(
+        "speednet", whiten=True, patch_covariance=covariance.flatten().tolist()
+    ).eval()
+    x = (images.float() / 255 - 0.5) / 0.25
+    out = model.stem(x)  # N x 8 x 27 x 27: four whitened directions and their negatives
+    assert out.shape == (64, 8, 27, 27)
+    torch.testing.assert_close(out[:, 4:], -out[:, :4])
+    features = out[:, :4].permute(0, 2, 3, 1).reshape(-1, 4).double()
+    eigenvalues = torch.linalg.eigvalsh(covariance)
+    # unit variance, no correlation (up to airbench's eps of 5e-4 added to each eigenvalue)
+    want = torch.diag(eigenvalues / (eigenvalues + 5e-4))
+    torch.testing.assert_close(torch.cov(features.T, correction=0), want, atol=1e-4, rtol=1e-4)
+    # the filters are a buffer: neither trained nor counted; the first conv takes 8 channels
+    assert "stem.weight" in model.state_dict()
+    assert all(not name.startswith("stem") for name, _ in model.named_parameters())
+    assert sum(p.numel() for p in model.parameters()) == 288_160 + 9 * 32 * 7 == 290_176
+    assert model(x[:2]).shape == (2, 10)
+    assert [tuple(m.shape[1:]) for m in create_model(
+        "speednet", whiten=True, patch_covariance=covariance.flatten().tolist(), features_only=True
+    )(x[:2])] == [(32, 13, 13), (64, 6, 6), (128, 3, 3)]  # fmt: skip
+
+
+def test_speednet_whitening_without_its_covariance_or_too_small_an_image_is_an_error() -> None:
+    import torch
+
+    from cnnkit.models import create_model
+
+    with pytest.raises(ValueError, match="whiten=True needs patch_covariance"):
+        create_model("speednet", whiten=True)
+    with pytest.raises(ValueError, match="patch_covariance has 9 values; expected 16"):
+        create_model("speednet", whiten=True, patch_covariance=[1.0] * 9)
+    model = create_model(
+        "speednet", whiten=True, patch_covariance=torch.eye(4).flatten().tolist()
+    ).eval()
+    assert model(torch.randn(1, 1, 9, 9)).shape == (1, 10)  # 9 -> 8 -> 4 -> 2 -> 1
+    with pytest.raises(ValueError, match="at least 9x9, got 8x8"):
+        model(torch.randn(1, 1, 8, 8))

@@ -221,9 +221,10 @@ def train_run(args: argparse.Namespace, extra_config: dict[str, Any] | None = No
             f"{data.input_size[1]}x{data.input_size[2]}: pass --image-size {min_size} (or larger)"
         )
     # Options the data decides (detect: anchors by K-Means on the training boxes; segment: the
-    # class frequencies a U-Net's head starts from), recorded with the model's options so that
-    # create_model rebuilds the same model; --model-option wins.
-    options = {**task.model_options_from_data(data, args.model), **options}
+    # class frequencies a U-Net's head starts from; classify: the patch covariance of a
+    # whitening stem), recorded with the model's options so that create_model rebuilds the same
+    # model; --model-option wins.
+    options = {**task.model_options_from_data(data, args.model, options), **options}
     model = task.build_model(args.model, data.meta, **options)
     batch_size = resolve_batch_size(
         args.batch_size, model, data.input_size, args.optimizer, args.device

@@ -12,7 +12,7 @@ from cnnkit.data.annotations import (
     write_dataset,
 )
 from cnnkit.data.batches import TensorBatches
-from cnnkit.data.datasets import DATASETS, ImageClassificationData, load_dataset
+from cnnkit.data.datasets import DATASETS, ImageClassificationData, load_dataset, patch_covariance
 from cnnkit.data.fashion_mnist import (
     FASHION_MNIST_CLASSES,
     download_fashion_mnist,
@@ -37,6 +37,7 @@ __all__ = [
     "DATASETS",
     "ImageClassificationData",
     "load_dataset",
+    "patch_covariance",
     "FASHION_MNIST_CLASSES",
     "IDXError",
     "ImageDecodeError",

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
 from cnnkit.data.augment import BatchAugment
@@ -270,6 +271,41 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
     std = x.std(1) if x.shape[1] > 1 else torch.zeros(len(x))
     std = torch.where(std.isfinite() & (std >= MIN_STD), std, torch.ones_like(std))
     return tuple(x.mean(1).tolist()), tuple(std.tolist())
+
+
+def patch_covariance(
+    images: Images, meta: DataMeta, size: int = 2, max_images: int = 60_000
+) -> torch.Tensor:
+    """The covariance (D, D), D = C·size², float64, of every ``size`` × ``size`` patch (stride 1)
+    of the normalized images the model sees: uint8 (N, C, H, W) normalized with ``meta``'s
+    mean/std, or a list of uint8 (C, H, W) images passed through ``meta.preprocess``; at most
+    ``max_images``, evenly spaced. What a patch-whitening layer is initialized from (airbench's
+    ``init_whiten``: the eigenvectors of this matrix). Patch order: channel, row, column, as
+    ``F.unfold`` and a ``Conv2d`` weight (C, size, size) flatten them."""
+    count = len(images)
+    if count == 0:
+        raise ValueError(f"{meta.name}: no training images to compute the patch covariance of")
+    indices = torch.linspace(0, count - 1, min(count, max_images)).round().long().unique()
+    dim = meta.channels * size * size
+    total, outer, patches = (
+        torch.zeros(dim, dtype=torch.float64),
+        torch.zeros(dim, dim, dtype=torch.float64),
+        0,
+    )
+    mean = torch.tensor(meta.mean).view(1, -1, 1, 1)
+    std = torch.tensor(meta.std).view(1, -1, 1, 1)
+    for start in range(0, len(indices), 2_000):  # 2,000 images at a time: ~30 MB at 28x28
+        chunk = indices[start : start + 2_000]
+        if isinstance(images, torch.Tensor):
+            x = (images[chunk].float() / 255 - mean) / std
+        else:
+            x = torch.stack([meta.preprocess(images[int(i)]) for i in chunk])
+        p = F.unfold(x, size).transpose(1, 2).reshape(-1, dim).double()  # (patches, D)
+        total += p.sum(0)
+        outer += p.T @ p
+        patches += len(p)
+    centre = total / patches
+    return outer / patches - torch.outer(centre, centre)
 
 
 def _fashion_mnist(

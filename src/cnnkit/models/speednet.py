@@ -9,9 +9,16 @@ first ``in_channels`` filters: an implicit residual); BatchNorm's running statis
 
 Deliberate differences, for 1×28×28 grey images on a CPU:
 
-- no whitening layer (airbench's 2×2 convolution initialised from the training patches' PCA, not
-  trained): it decorrelates RGB patches, a model builder has no training data, and on one grey
-  channel the first group sees the pixels directly; ``stem_width`` adds a plain 3×3 conv + GELU;
+- the whitening layer is an option (``whiten=True``, off by default): airbench's 2×2 convolution
+  (no padding) whose filters are the eigenvectors of the training images' 2×2-patch covariance
+  scaled by 1/sqrt(eigenvalue + 5e-4), each also negated (2·C·4 channels), never trained. A builder
+  has no training data, so the covariance is an option (``patch_covariance``) that ``cnnkit
+  train`` computes from the training split (``Classify.model_options_from_data``) and records in
+  ``config.json``; the filters are a buffer, not a parameter (airbench trains their bias for the
+  first epochs: left out). On one grey channel it gives 8 channels at 27×27, so the groups run at
+  13×13, 6×6 and 3×3 (14, 7, 3 without): 1.1-1.2× the training images/s, and test 94.07% against
+  93.70% in the 9-minute speedrun (seed 0, batch 256, docs/notes/issue-15.md). ``stem_width``
+  adds a plain 3×3 conv + GELU instead;
 - widths 32/64/128 by default (``widths``): a fifth of the CIFAR net's FLOPs, for two CPU cores
   (the speedrun's recipe may choose others);
 - BatchNorm's weights train (airbench freezes them at 1): every parameter receives a gradient,
@@ -31,6 +38,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cnnkit.models.features import make_feature_info
@@ -43,6 +51,48 @@ LOGIT_SCALE = 1 / 9
 #: airbench's GELU, or ReLU: 1.17x the training images/s of the default speednet on a 2-core AVX2
 #: EPYC (1,318 vs 1,127 at batch 1024, interleaved; torch.compile was slower there, 921-966)
 ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU}
+
+
+#: airbench's ``init_whiten`` eps: added to the eigenvalues before the 1/sqrt scaling
+WHITEN_EPS = 5e-4
+WHITEN_SIZE = 2  # airbench's patch size
+
+
+def whitening_filters(
+    covariance: torch.Tensor, in_channels: int, eps: float = WHITEN_EPS
+) -> torch.Tensor:
+    """(2D, C, s, s) filters, D = C·s², from a patch covariance (D, D): the eigenvectors scaled by
+    1/sqrt(eigenvalue + eps), then the same negated (airbench's ``init_whiten``), so the layer's
+    outputs are decorrelated, of unit variance (up to eps) on the patches the covariance came from."""
+    size = round((covariance.shape[0] / in_channels) ** 0.5)
+    if covariance.shape != (in_channels * size * size,) * 2:
+        raise ValueError(
+            f"whitening_filters: expected a (C·s², C·s²) covariance for C = {in_channels}, got "
+            f"{tuple(covariance.shape)}"
+        )
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance.double())  # ascending
+    filters = eigenvectors.T / torch.sqrt(eigenvalues.clamp(min=0) + eps)[:, None]
+    filters = filters.reshape(-1, in_channels, size, size).float()
+    return torch.cat([filters, -filters])
+
+
+class PatchWhitening(nn.Module):
+    """A fixed convolution (no padding, no bias) by :func:`whitening_filters`, kept as a buffer:
+    checkpoints carry it, the optimizer and DDP never see it."""
+
+    def __init__(self, covariance: torch.Tensor, in_channels: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", whitening_filters(covariance, in_channels))
+        self.size = self.weight.shape[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        least = self.size + 7  # so that the three max-pools leave at least 1x1
+        if min(x.shape[-2:]) < least:
+            raise ValueError(
+                f"speednet with whitening: expected images of at least {least}x{least}, got "
+                f"{x.shape[-2]}x{x.shape[-1]}"
+            )
+        return F.conv2d(x, self.weight.to(x.dtype))  # N x 2D x (H - s + 1) x (W - s + 1)
 
 
 def _conv(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -102,6 +152,8 @@ class SpeedNet(nn.Module):
         activation: str = "gelu",
         ceil_mode: bool = False,
         residual: bool = False,
+        whiten: bool = False,
+        patch_covariance: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if len(widths) != 3 or min(widths) < 1 or stem_width < 0:
@@ -113,16 +165,35 @@ class SpeedNet(nn.Module):
             raise ValueError(
                 f"speednet: activation={activation!r}; expected one of {', '.join(ACTIVATIONS)}"
             )
+        if whiten and (stem_width or patch_covariance is None):
+            raise ValueError(
+                "speednet: whiten=True needs patch_covariance (the training images' 2x2-patch "
+                "covariance: `cnnkit train` computes it, in Python cnnkit.data.patch_covariance) "
+                "and no stem_width"
+                if patch_covariance is None
+                else "speednet: whiten and stem_width are two different stems; choose one"
+            )
         self.features_only = features_only
         self.logit_scale = logit_scale
-        self.stem = (
-            nn.Sequential(
+        self.stem: nn.Module
+        if whiten:
+            values = torch.tensor(list(patch_covariance or ()), dtype=torch.float64)
+            dim = in_channels * WHITEN_SIZE**2
+            if values.numel() != dim * dim:
+                raise ValueError(
+                    f"speednet: patch_covariance has {values.numel()} values; expected {dim * dim} "
+                    f"(({in_channels} channels x {WHITEN_SIZE}x{WHITEN_SIZE} patches)^2, row-major)"
+                )
+            self.stem = PatchWhitening(values.reshape(dim, dim), in_channels)
+            stem_channels = 2 * dim  # N x 2D x (H - 1) x (W - 1)
+        elif stem_width:
+            self.stem = nn.Sequential(
                 nn.Conv2d(in_channels, stem_width, 3, padding=1), ACTIVATIONS[activation]()
             )
-            if stem_width
-            else nn.Identity()
-        )
-        channels = [stem_width or in_channels, *widths]
+            stem_channels = stem_width
+        else:
+            self.stem, stem_channels = nn.Identity(), in_channels
+        channels = [stem_channels, *widths]
         self.groups = nn.Sequential(
             *(
                 ConvGroup(channels[i], channels[i + 1], activation, ceil_mode, residual)
@@ -172,12 +243,17 @@ def speednet(
     activation: str = "gelu",
     ceil_mode: bool = False,
     residual: bool = False,
+    whiten: bool = False,
+    patch_covariance: Sequence[float] | None = None,
 ) -> SpeedNet:
     """airbench's network for 1×28×28 (288,160 parameters at widths 32/64/128, 10 classes);
     ``activation`` "gelu" (airbench's) or "relu"; ``ceil_mode``: the max-pools keep a last odd row
     and column (28 → 14 → 7 → 4 instead of → 3: the third group then sees the whole 7×7 map);
-    ``residual``: a third conv per group and the pooled map added back (airbench96)."""
+    ``residual``: a third conv per group and the pooled map added back (airbench96); ``whiten``:
+    airbench's fixed 2×2 patch-whitening stem, from ``patch_covariance`` (the (C·4)² values of
+    :func:`cnnkit.data.patch_covariance` on the training images, row-major; 290,176 parameters
+    at the default widths on one channel)."""
     return SpeedNet(
         num_classes, in_channels, tuple(widths), stem_width, logit_scale, features_only,
-        activation, ceil_mode, residual,
+        activation, ceil_mode, residual, whiten, patch_covariance,
     )  # fmt: skip

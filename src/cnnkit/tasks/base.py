@@ -137,10 +137,13 @@ class Task(ABC):
         low-resolution images are made at the model's ``scale``); ``--data-option`` overrides them."""
         return {}
 
-    def model_options_from_data(self, data: ImageData, model: str | None = None) -> dict[str, Any]:
+    def model_options_from_data(
+        self, data: ImageData, model: str | None = None, options: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Model options the training data decides for the registered model ``model`` (detection:
         anchors by K-Means on the training boxes; segmentation: the class frequencies, for models
-        that take ``class_prior``), recorded with the model's options so that ``create_model``
+        that take ``class_prior``; classification: the patch covariance of a whitening stem the
+        user's ``options`` ask for), recorded with the model's options so that ``create_model``
         rebuilds the same model; ``--model-option`` overrides them."""
         return {}
 

@@ -27,7 +27,7 @@ from cnnkit.tasks.base import Reduce, SumMetric, Task, _identity, ratio
 from cnnkit.tasks.registry import register_task
 
 if TYPE_CHECKING:
-    from cnnkit.data.datasets import DataMeta
+    from cnnkit.data.datasets import DataMeta, ImageData
 
 #: test-time augmentations ``Classify(tta=…)`` takes
 TTA_CHOICES = ("flip",)
@@ -171,6 +171,24 @@ class Classify(Task):
             # only when set, so that runs written before TTA existed resume unchanged
             **({"tta": self.tta} if self.tta else {}),
         }
+
+    def model_options_from_data(
+        self, data: ImageData, model: str | None = None, options: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """``patch_covariance`` when ``options`` ask for a whitening stem (``whiten=true``) of a
+        model whose builder takes it (``speednet``): the 2×2-patch covariance of the training
+        images (:func:`cnnkit.data.patch_covariance`), rounded to 1e-7, row-major."""
+        from cnnkit.data.datasets import patch_covariance
+        from cnnkit.models import model_info
+
+        if (
+            model is None
+            or (options or {}).get("whiten") is not True
+            or "patch_covariance" not in model_info(model).parameters
+        ):
+            return {}
+        covariance = patch_covariance(data.train[0], data.meta)
+        return {"patch_covariance": [round(float(v), 7) for v in covariance.flatten()]}
 
     def setup(self, model: nn.Module) -> None:
         # A model may carry its paper's loss (LeNet-5's RBF criterion); cross-entropy otherwise.

@@ -216,7 +216,9 @@ class Detect(Task):
         }
 
     # ---- model and data
-    def model_options_from_data(self, data: ImageData, model: str | None = None) -> dict[str, Any]:
+    def model_options_from_data(
+        self, data: ImageData, model: str | None = None, options: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Model options the training data decides: ``anchors``, YOLOv2's IoU K-Means (k =
         ``num_anchors``, fewer when there are fewer boxes) on the (w, h) of every training box,
         rounded to 0.01 px. ``cnnkit train`` adds them to the model options it records."""

@@ -166,7 +166,9 @@ class Segment(Task):
     def options(self) -> dict[str, Any]:
         return {"loss": self.loss_name, "ignore_index": self.ignore_index}
 
-    def model_options_from_data(self, data: ImageData, model: str | None = None) -> dict[str, Any]:
+    def model_options_from_data(
+        self, data: ImageData, model: str | None = None, options: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """``class_prior``, each class's share of the labelled training pixels (rounded to 1e-6),
         for a model whose builder takes it (``unet``: its head's biases start at the log)."""
         from cnnkit.models import model_info
