@@ -269,6 +269,8 @@ def test_speednet_whitening_without_its_covariance_or_too_small_an_image_is_an_e
 
     with pytest.raises(ValueError, match="whiten=True needs patch_covariance"):
         create_model("speednet", whiten=True)
+    with pytest.raises(ValueError, match="two different stems"):
+        create_model("speednet", whiten=True, stem_width=8, patch_covariance=[1.0] * 16)
     with pytest.raises(ValueError, match="patch_covariance has 9 values; expected 16"):
         create_model("speednet", whiten=True, patch_covariance=[1.0] * 9)
     model = create_model(

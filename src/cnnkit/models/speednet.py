@@ -16,9 +16,9 @@ Deliberate differences, for 1×28×28 grey images on a CPU:
   train`` computes from the training split (``Classify.model_options_from_data``) and records in
   ``config.json``; the filters are a buffer, not a parameter (airbench trains their bias for the
   first epochs: left out). On one grey channel it gives 8 channels at 27×27, so the groups run at
-  13×13, 6×6 and 3×3 (14, 7, 3 without): 1.1-1.2× the training images/s, and test 94.07% against
-  93.70% in the 9-minute speedrun (seed 0, batch 256, docs/notes/issue-15.md). ``stem_width``
-  adds a plain 3×3 conv + GELU instead;
+  13×13, 6×6 and 3×3 (14, 7, 3 without): fewer FLOPs per image, and with ReLU test 94.07%
+  against 93.70% (GELU, no whitening) in the 9-minute speedrun (seed 0, batch 256,
+  docs/notes/issue-15.md). ``stem_width`` adds a plain 3×3 conv + GELU instead;
 - widths 32/64/128 by default (``widths``): a fifth of the CIFAR net's FLOPs, for two CPU cores
   (the speedrun's recipe may choose others);
 - BatchNorm's weights train (airbench freezes them at 1): every parameter receives a gradient,
@@ -79,6 +79,8 @@ def whitening_filters(
 class PatchWhitening(nn.Module):
     """A fixed convolution (no padding, no bias) by :func:`whitening_filters`, kept as a buffer:
     checkpoints carry it, the optimizer and DDP never see it."""
+
+    weight: torch.Tensor
 
     def __init__(self, covariance: torch.Tensor, in_channels: int) -> None:
         super().__init__()
@@ -165,13 +167,12 @@ class SpeedNet(nn.Module):
             raise ValueError(
                 f"speednet: activation={activation!r}; expected one of {', '.join(ACTIVATIONS)}"
             )
-        if whiten and (stem_width or patch_covariance is None):
+        if whiten and stem_width:
+            raise ValueError("speednet: whiten and stem_width are two different stems; choose one")
+        if whiten and patch_covariance is None:
             raise ValueError(
                 "speednet: whiten=True needs patch_covariance (the training images' 2x2-patch "
-                "covariance: `cnnkit train` computes it, in Python cnnkit.data.patch_covariance) "
-                "and no stem_width"
-                if patch_covariance is None
-                else "speednet: whiten and stem_width are two different stems; choose one"
+                "covariance: `cnnkit train` computes it, in Python cnnkit.data.patch_covariance)"
             )
         self.features_only = features_only
         self.logit_scale = logit_scale
