@@ -287,11 +287,10 @@ def patch_covariance(
         raise ValueError(f"{meta.name}: no training images to compute the patch covariance of")
     indices = torch.linspace(0, count - 1, min(count, max_images)).round().long().unique()
     dim = meta.channels * size * size
-    total, outer, patches = (
-        torch.zeros(dim, dtype=torch.float64),
-        torch.zeros(dim, dim, dtype=torch.float64),
-        0,
-    )
+    # sums of the patches and of their outer products, in float64: E[pp^T] - E[p]E[p]^T
+    total = torch.zeros(dim, dtype=torch.float64)
+    outer = torch.zeros(dim, dim, dtype=torch.float64)
+    patches = 0
     mean = torch.tensor(meta.mean).view(1, -1, 1, 1)
     std = torch.tensor(meta.std).view(1, -1, 1, 1)
     for start in range(0, len(indices), 2_000):  # 2,000 images at a time: ~30 MB at 28x28
