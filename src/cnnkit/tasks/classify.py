@@ -181,9 +181,11 @@ class Classify(Task):
         from cnnkit.data.datasets import patch_covariance
         from cnnkit.models import model_info
 
+        options = options or {}
         if (
             model is None
-            or (options or {}).get("whiten") is not True
+            or options.get("whiten") is not True
+            or "patch_covariance" in options  # given by the user: theirs wins, none to compute
             or "patch_covariance" not in model_info(model).parameters
         ):
             return {}
