@@ -1,9 +1,11 @@
-"""The weights' moving average (``Trainer(ema=…)``, ``--ema``) and flip test-time augmentation
-(``Classify(tta="flip")``, ``--tta flip``), issue 15.
+"""The weights' moving average (``Trainer(ema=…)``, ``--ema``), flip and flip-translate test-time
+augmentation (``Classify(tta=…)``, ``--tta``) and validation every N epochs (``Trainer(val_every=…)``,
+``--val-every``), issue 15.
 
 References: the EMA recurrence e₁ = w₁, eₜ = d·eₜ₋₁ + (1 − d)·wₜ computed by hand from the weights
 after each optimizer step (``torch.optim.swa_utils.get_ema_multi_avg_fn``'s definition), and the
-mean of two softmaxes computed by hand; "bit identical" is against an uninterrupted run."""
+mean of two softmaxes computed by hand, the six translated views cut by index lists (not by
+``F.pad``); "bit identical" is against an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -165,13 +167,48 @@ def test_flip_tta_output_is_the_mean_of_the_two_softmaxes() -> None:
     assert task.options()["tta"] == "flip" and "tta" not in get_task("classify").options()
 
 
+def _edge_shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``x`` moved by (dy, dx) pixels, the uncovered edge repeating the border pixels, by index
+    lists: output pixel (i, j) is input (i - dy, j - dx), the indices clamped to the image."""
+    h, w = x.shape[-2:]
+    rows, cols = (torch.arange(h) - dy).clamp(0, h - 1), (torch.arange(w) - dx).clamp(0, w - 1)
+    return x.index_select(-2, rows).index_select(-1, cols)
+
+
+def test_flip_translate_tta_is_airbenchs_weighted_mean_of_six_softmaxes() -> None:
+    model = net().eval()
+    task = get_task("classify", tta="flip-translate")
+    x = torch.randn(6, 1, 8, 12)
+
+    def p(v: torch.Tensor) -> torch.Tensor:
+        return (model(v).softmax(1) + model(v.flip(3)).softmax(1)) / 2
+
+    with torch.no_grad():
+        # half on the image and its mirror, a quarter each on both moved 1 px down-right and up-left
+        expected = p(x) / 2 + p(_edge_shifted(x, 1, 1)) / 4 + p(_edge_shifted(x, -1, -1)) / 4
+        output = task.infer(model, x)
+        flip_only = get_task("classify", tta="flip").infer(model, x).softmax(1)
+        # channels-last input (what the trainer feeds) gives the same answer
+        wide = nn.Sequential(nn.Conv2d(3, 1, 1), model).eval()
+        x3 = torch.randn(6, 3, 8, 12)
+        last = task.infer(wide, x3.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(task.decode(output), expected)
+    assert not torch.allclose(expected, flip_only, atol=1e-3)  # the shifted views count
+    torch.testing.assert_close(last, task.infer(wide, x3))
+    assert _edge_shifted(torch.arange(4.0).view(1, 1, 1, 4), 0, 1).flatten().tolist() == [
+        0.0, 0.0, 1.0, 2.0,
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="images of 1x12 pixels are too small to shift by 1"):
+        task.infer(model, torch.randn(2, 1, 1, 12))
+
+
 def test_tta_choices_are_checked_and_the_cli_offers_the_tasks() -> None:
     from cnnkit.cli import _common
     from cnnkit.models import create_model
     from cnnkit.tasks.classify import TTA_CHOICES
 
     assert _common.TTA_CHOICES == TTA_CHOICES
-    with pytest.raises(ValueError, match="tta: expected one of flip"):
+    with pytest.raises(ValueError, match="tta: expected one of flip, flip-translate"):
         get_task("classify", tta="rotate")
     # LeNet-5's RBF outputs are distances, not logits: averaging their softmax means nothing
     with pytest.raises(ValueError, match="tta: LeNet5 has its own criterion"):
@@ -188,17 +225,22 @@ def test_tta_choices_are_checked_and_the_cli_offers_the_tasks() -> None:
         (False, "crop=2,flip", False),
     ],
 )
-def test_flip_tta_without_flipped_training_images_is_warned(capsys, flip, batch_augment, warned):
+@pytest.mark.parametrize("tta", ["flip", "flip-translate"])
+def test_flip_tta_without_flipped_training_images_is_warned(
+    capsys, flip, batch_augment, warned, tta
+):
     import argparse
 
     from cnnkit.cli._common import task_from_args
 
     args = argparse.Namespace(
-        task="classify", task_option=[], label_smoothing=0.0, tta="flip", flip=flip,
+        task="classify", task_option=[], label_smoothing=0.0, tta=tta, flip=flip,
         batch_augment=batch_augment,
     )  # fmt: skip
-    assert task_from_args(args).tta == "flip"
-    assert ("never mirrors an image" in capsys.readouterr().err) == warned
+    assert task_from_args(args).tta == tta
+    assert (
+        f"--tta {tta}, but training never mirrors an image" in capsys.readouterr().err
+    ) == warned
 
 
 def test_resume_refuses_to_add_ema_tta_or_batch_augmentation_naming_each() -> None:
@@ -218,3 +260,72 @@ def test_resume_refuses_to_add_ema_tta_or_batch_augmentation_naming_each() -> No
     assert all(option in message for option in ("--batch-augment", "--tta", "--ema"))
     assert "--optimizer" not in message
     assert compare_resume_config(old, old, "run/config.json") == (old, [])
+
+
+# ---- validation every N epochs ------------------------------------------------------------------
+def _validated_epochs(history: list[dict]) -> list[int]:
+    return [row["epoch"] for row in history if "val_accuracy" in row]
+
+
+@pytest.mark.parametrize(("every", "validated"), [(1, [1, 2, 3, 4, 5]), (2, [2, 4, 5]), (0, [5])])
+def test_val_every_validates_every_nth_epoch_and_the_last(tmp_path, every, validated) -> None:
+    run = trainer(tmp_path / "run", val_every=every)
+    history = run.fit(batches(), batches(shuffle=False), epochs=5)
+    assert _validated_epochs(history) == validated
+    assert all("accuracy" in row and "loss" in row for row in history)  # training metrics: all
+    # best.safetensors comes from a validated epoch, never from a training accuracy
+    _, metadata = read_checkpoint(tmp_path / "run" / rundir.BEST)
+    best = max(history, key=lambda row: row.get("val_accuracy", -1.0))
+    assert int(metadata["epoch"]) in validated
+    assert int(metadata["epoch"]) == best["epoch"]
+    config = rundir.RunDir(tmp_path / "run").read_config()
+    assert config["trainer"].get("val_every") == (None if every == 1 else every)
+
+
+def test_val_every_validates_the_epoch_the_time_budget_ends() -> None:
+    run = trainer(val_every=0, time_budget=1e-6)
+    history = run.fit(batches(), batches(shuffle=False), epochs=50)
+    assert len(history) == 1 and _validated_epochs(history) == [1]
+    assert "time budget" in (run.stop_reason or "")
+
+
+def test_early_stopping_waits_only_on_validated_epochs() -> None:
+    from cnnkit.train import EarlyStopping
+
+    stopper = EarlyStopping(patience=1, restore_best=False)
+    run = trainer(val_every=3, callbacks=[stopper], lr=0.0)  # no learning: never improves
+    history = run.fit(batches(), batches(shuffle=False), epochs=12)
+    # epoch 3 sets the best, epoch 6 does not beat it: stop there (epochs 4, 5 are no verdict)
+    assert _validated_epochs(history) == [3, 6] and len(history) == 6
+    with pytest.raises(ValueError, match="val_every: expected a number of epochs >= 0, got -1"):
+        trainer(val_every=-1)
+
+
+def test_the_history_figure_draws_validation_where_it_ran() -> None:
+    from cnnkit.viz.training import history_figure
+
+    run = trainer(val_every=2)
+    history = run.fit(batches(), batches(shuffle=False), epochs=3)
+    lines = {
+        line.get_label(): line for ax in history_figure(history).axes for line in ax.get_lines()
+    }
+    assert list(lines["val_accuracy"].get_xdata()) == [2, 3]
+    assert list(lines["train_accuracy"].get_xdata()) == [1, 2, 3]
+    assert list(lines["val_loss"].get_xdata()) == [2, 3]
+
+
+def test_the_cli_takes_val_every_and_resume_refuses_to_change_it(tmp_path) -> None:
+    import argparse
+
+    from cnnkit.cli._common import add_training_arguments
+
+    p = argparse.ArgumentParser()
+    add_training_arguments(p)
+    assert p.parse_args(["--model", "m", "--val-every", "0"]).val_every == 0
+    assert p.parse_args(["--model", "m"]).val_every == 1
+    with pytest.raises(SystemExit):
+        p.parse_args(["--model", "m", "--val-every", "-1"])
+    old = {"trainer": {"optimizer": "sgd", "epochs": 2}}
+    new = {"trainer": {"optimizer": "sgd", "epochs": 2, "val_every": 0}}
+    with pytest.raises(CLIError, match="--val-every"):
+        compare_resume_config(old, new, "run/config.json")

@@ -27,7 +27,7 @@ OPTIMIZER_CHOICES = ("sgd", "adam", "adamw", "nadam", "rmsprop")
 NONFINITE_CHOICES = ("stop", "skip")
 SCHEDULE_CHOICES = ("constant", "step", "cosine", "onecycle")
 TASK_CHOICES = ("classify", "localize", "detect", "segment", "superres")
-TTA_CHOICES = ("flip",)
+TTA_CHOICES = ("flip", "flip-translate")
 
 
 def parse_options(pairs: list[str], option: str = "--model-option") -> dict[str, Any]:
@@ -120,6 +120,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def add_training_arguments(p: argparse.ArgumentParser, *, model_required: bool = True) -> None:
     """The options ``cnnkit train``, ``cnnkit finetune`` and ``cnnkit demo`` share."""
     if model_required:
@@ -194,7 +204,13 @@ def add_training_arguments(p: argparse.ArgumentParser, *, model_required: bool =
     p.add_argument(
         "--tta", choices=TTA_CHOICES, default=None,
         help="classification: test-time augmentation at validation and test (flip: each image "
-        "averaged with its mirror)",
+        "averaged with its mirror; flip-translate: with both also shifted a pixel diagonally, "
+        "6 passes, airbench's)",
+    )  # fmt: skip
+    p.add_argument(
+        "--val-every", type=_nonnegative_int, default=1, metavar="N",
+        help="validate after every N-th epoch and after the last (0: after the last only; "
+        "validation's time counts against --time-budget)",
     )  # fmt: skip
     p.add_argument(
         "--patience", type=_positive_int, default=None, help="early stopping on the task's metric"
@@ -224,9 +240,9 @@ def task_from_args(args: argparse.Namespace) -> Task:
         if args.task != "classify":
             raise CLIError(f"--tta: test-time augmentation is for --task classify, not {args.task}")
         options.setdefault("tta", args.tta)
-        if args.tta == "flip" and not _trains_on_mirrored_images(args):
+        if not _trains_on_mirrored_images(args):
             print(
-                "warning: --tta flip, but training never mirrors an image (--flip or "
+                f"warning: --tta {args.tta}, but training never mirrors an image (--flip or "
                 "--batch-augment flip): mirrored images are new to the model, which can cost more "
                 "than the average gains (Fashion-MNIST's shoes all point one way: the demo's model "
                 "scored 80.9% with flip TTA, 90.3% without)",
@@ -288,7 +304,7 @@ _OPTION_OF_KEY = (
     ("model.num_classes", "--data (its classes)"), ("model.in_channels", "--data (its channels)"),
     ("data.train_limit", "--train-limit"), ("data.flip", "--flip"),
     ("data.batch_augment", "--batch-augment"), ("task.options.tta", "--tta"),
-    ("trainer.ema", "--ema"), ("trainer.ema_every", "--ema"),
+    ("trainer.ema", "--ema"), ("trainer.ema_every", "--ema"), ("trainer.val_every", "--val-every"),
     ("data.input_size", "--image-size"), ("data.source.options", "--data-option"),
     ("data.source.skip_invalid", "--skip-invalid"),
     ("data.source.root", "--data-root"), ("data", "--data"),

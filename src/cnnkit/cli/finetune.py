@@ -199,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
         "config": config,
         "progress": not args.no_progress,
         "on_nonfinite": args.on_nonfinite,
+        "val_every": args.val_every,
         "callbacks": tensorboard_callbacks(args, data),
     }
     try:

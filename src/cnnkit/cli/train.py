@@ -145,6 +145,7 @@ def make_trainer(
         config=config,
         on_nonfinite=args.on_nonfinite,
         ema=getattr(args, "ema", None),
+        val_every=getattr(args, "val_every", 1),
         **options,
     )
 

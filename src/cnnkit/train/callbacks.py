@@ -54,8 +54,12 @@ class _Monitoring(Callback):
         self.mode = _mode_for(monitor) if monitor is not None else "max"
         self.best = -math.inf
         self.best_loss = math.inf
+        self.validating = False
 
     def on_train_begin(self, trainer: Trainer) -> None:
+        # with validation data, an epoch without its metrics was not validated (``val_every``):
+        # it is skipped, never compared by its training metric
+        self.validating = bool(getattr(trainer, "validating", False))
         if self.monitor is None:
             self.monitor, self.mode = trainer.task.monitor, trainer.task.monitor_mode
         if self.best in (math.inf, -math.inf):
@@ -82,9 +86,12 @@ class _Monitoring(Callback):
         self.best_loss = logs.get("val_loss", math.inf)
 
     def value(self, logs: Logs) -> float | None:
-        """The watched value in an epoch's row (the training metric when there is no validation)."""
+        """The watched value in an epoch's row (the training metric when there is no validation;
+        ``None`` for an epoch that was not validated)."""
         assert self.monitor is not None
-        return logs.get(self.monitor, logs.get(self.monitor.removeprefix("val_")))
+        if self.monitor in logs or self.validating:
+            return logs.get(self.monitor)
+        return logs.get(self.monitor.removeprefix("val_"))
 
 
 class EarlyStopping(_Monitoring):
@@ -127,6 +134,8 @@ class EarlyStopping(_Monitoring):
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: Logs) -> None:
         assert self.monitor is not None
         value = logs.get(self.monitor)
+        if value is None and self.validating and self.monitor.startswith("val_"):
+            return  # an epoch without validation (Trainer(val_every=…)): no verdict
         if value is None:
             raise KeyError(
                 f"EarlyStopping: monitor {self.monitor!r} is not in the epoch's metrics {sorted(logs)}"

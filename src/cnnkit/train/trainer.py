@@ -147,6 +147,7 @@ class Trainer:
         on_nonfinite: str = "stop",
         ema: float | None = None,
         ema_every: int = 1,
+        val_every: int = 1,
     ) -> None:
         if on_nonfinite not in NONFINITE_POLICIES:
             raise ValueError(
@@ -179,6 +180,12 @@ class Trainer:
         if ema_every < 1:
             raise ValueError(f"ema_every: expected a positive number of steps, got {ema_every}")
         self.ema_decay, self.ema_every = ema, ema_every
+        if val_every < 0:
+            raise ValueError(f"val_every: expected a number of epochs >= 0, got {val_every}")
+        #: validate after every ``val_every``-th epoch and after the last (0: the last only)
+        self.val_every = val_every
+        #: whether the current ``fit`` has validation data (callbacks then skip epochs without it)
+        self.validating = False
         #: the moving average of the weights (``ema``), a copy of the model on the same device
         self.ema: AveragedModel | None = None
         if ema is not None:
@@ -261,6 +268,8 @@ class Trainer:
                     if self.ema is not None
                     else {}
                 ),
+                # likewise only when not every epoch is validated
+                **({"val_every": self.val_every} if self.val_every != 1 else {}),
             },
         }
 
@@ -356,6 +365,7 @@ class Trainer:
             )
             self.planned_epochs = epochs
         callbacks = list(self.callbacks)
+        self.validating = valid is not None
         run = self.run
         if run is not None:
             if self.dist.is_main:
@@ -378,7 +388,7 @@ class Trainer:
                 for cb in callbacks:
                     cb.on_epoch_begin(self, epoch)
                 logs = {"epoch": epoch + 1, **self._train_epoch(train, epoch, epochs)}
-                if valid is not None:
+                if valid is not None and self._validates(epoch, epochs):
                     logs.update({f"val_{k}": v for k, v in self.evaluate(valid).items()})
                 logs.update(self.log_extra)
                 self.history.append(logs)
@@ -403,6 +413,12 @@ class Trainer:
         for cb in callbacks:
             cb.on_train_end(self, self.history)
         return self.history
+
+    def _validates(self, epoch: int, epochs: int) -> bool:
+        """Whether epoch ``epoch`` (0-based) ends with validation: every ``val_every``-th epoch,
+        and the run's last one (the epoch count reached, or the time budget spent in it)."""
+        last = epoch + 1 >= epochs or self.stop_training
+        return last or (self.val_every > 0 and (epoch + 1) % self.val_every == 0)
 
     @property
     def _writes(self) -> bool:

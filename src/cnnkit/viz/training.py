@@ -62,12 +62,18 @@ def history_figure(
         loss_ax.plot(x, _smooth([row["loss"] for row in steps]), "-", label=loss_label)
     elif all("loss" in row for row in history):
         loss_ax.plot(epochs, [row["loss"] for row in history], "o-", label=loss_label)
-    if all("val_loss" in row for row in history):
-        loss_ax.plot(epochs, [row["val_loss"] for row in history], "s--", label="val_loss")
+    # validation at the epochs that have it (``val_every`` leaves some out)
+    validated = [row for row in history if "val_loss" in row]
+    if validated:
+        x = [row["epoch"] for row in validated]
+        loss_ax.plot(x, [row["val_loss"] for row in validated], "s--", label="val_loss")
     for prefix, style in (("", "o-"), ("val_", "s--")):
-        values = [row.get(prefix + metric) for row in history]
-        if values and all(v is not None for v in values):
-            metric_ax.plot(epochs, values, style, label=(prefix or "train_") + metric)
+        rows = [row for row in history if row.get(prefix + metric) is not None]
+        # training metrics on every epoch or not at all; validation where it ran
+        if rows and (prefix == "val_" or len(rows) == len(history)):
+            x = [row["epoch"] for row in rows]
+            values = [row[prefix + metric] for row in rows]
+            metric_ax.plot(x, values, style, label=(prefix or "train_") + metric)
     for ax, title in ((loss_ax, "loss"), (metric_ax, metric)):
         ax.set_xlabel("epoch")
         ax.set_xlim(0, max(epochs, default=1) * 1.02)
