@@ -49,7 +49,7 @@ def test_a_tiny_speedrun_reports_time_epochs_accuracy_and_the_target(
     assert f"test accuracy {test['test_accuracy']:.2%} (target 30.00%:" in printed
     # the recipe, recorded where --resume checks it; the test set was scored once, at the end
     config = RunDir(out).read_config()
-    assert config["data"]["batch_augment"] == speedrun.RECIPE["batch_augment"] == "flip"
+    assert config["data"]["batch_augment"] == speedrun.RECIPE["batch_augment"] == "crop=1,flip"
     assert config["task"]["options"]["tta"] == "flip-translate"
     assert config["trainer"]["val_every"] == 0
     assert config["trainer"]["ema"] == 0.9873 and config["trainer"]["optimizer"] == "sgd"
