@@ -161,7 +161,8 @@ def test_the_recipe_trains_on_a_clock_that_leaves_room_for_the_report() -> None:
     parser = argparse.ArgumentParser()
     speedrun.register(parser)
     args = parser.parse_args(["fashion-mnist"])
-    assert args.time_budget == 540.0 and args.epochs == 100 and args.batch_augment == "flip"
+    assert args.time_budget == 540.0 and args.epochs == 100 and args.batch_augment == "crop=1,flip"
+    assert args.tta == "flip-translate" and args.val_every == 0
     assert parser.parse_args(["fashion-mnist", "--time-budget", "2m"]).time_budget == 120.0
 
 

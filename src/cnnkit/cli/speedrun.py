@@ -61,7 +61,7 @@ RECIPE: dict[str, Any] = {
     # 0.95^(1/4) per step of 256: the same horizon in images
     "ema": 0.9873,
     # airbench's tta_level 2: the image and its mirror, and both shifted a pixel diagonally each
-    # way (6 passes): +0.14 to +0.20 points of validation accuracy over the mirror alone on the
+    # way (6 passes): +0.08 to +0.20 points of validation accuracy over the mirror alone on the
     # three benchmark runs of session 27 (edge padding)
     "tta": "flip-translate",
     # validate once, after the last epoch, as airbench does: 6 passes over 5,000 images each epoch

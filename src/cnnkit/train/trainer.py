@@ -119,7 +119,9 @@ class Trainer:
     ``on_nonfinite``: ``stop`` (raise :class:`NonFiniteLossError`) or ``skip`` the batch whose loss
     or gradients are NaN or infinite (see the module's docstring). ``ema``: keep a moving average of
     the weights with this decay per update, updated every ``ema_every`` steps, and evaluate it
-    (see the module's docstring).
+    (see the module's docstring). ``val_every``: ``fit`` validates after every ``val_every``-th
+    epoch and after the last one (the epoch count reached or the time budget spent); ``0``: the last
+    only. Epochs without validation have no ``val_*`` keys, and the monitoring callbacks skip them.
     """
 
     def __init__(
