@@ -301,6 +301,15 @@ def test_early_stopping_waits_only_on_validated_epochs() -> None:
         trainer(val_every=-1)
 
 
+def test_early_stopping_on_a_misspelt_metric_still_fails_on_a_validated_epoch() -> None:
+    from cnnkit.train import EarlyStopping
+
+    run = trainer(val_every=2, callbacks=[EarlyStopping(monitor="val_acuracy")])
+    with pytest.raises(KeyError, match="monitor 'val_acuracy' is not in the epoch's metrics"):
+        run.fit(batches(), batches(shuffle=False), epochs=4)
+    assert len(run.history) == 2  # epoch 1 (not validated) passed, epoch 2 (validated) failed
+
+
 def test_the_history_figure_draws_validation_where_it_ran() -> None:
     from cnnkit.viz.training import history_figure
 

@@ -134,7 +134,7 @@ class EarlyStopping(_Monitoring):
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: Logs) -> None:
         assert self.monitor is not None
         value = logs.get(self.monitor)
-        if value is None and self.validating and self.monitor.startswith("val_"):
+        if value is None and self.validating and not any(k.startswith("val_") for k in logs):
             return  # an epoch without validation (Trainer(val_every=…)): no verdict
         if value is None:
             raise KeyError(
