@@ -160,10 +160,46 @@ def test_the_recipe_trains_on_a_clock_that_leaves_room_for_the_report() -> None:
 
     parser = argparse.ArgumentParser()
     speedrun.register(parser)
-    args = parser.parse_args(["fashion-mnist"])
+
+    def recipe(*argv: str) -> argparse.Namespace:
+        args = parser.parse_args(["fashion-mnist", *argv])
+        speedrun.apply_recipe(args)
+        return args
+
+    args = recipe()
     assert args.time_budget == 540.0 and args.epochs == 100 and args.batch_augment == "crop=1,flip"
     assert args.tta == "flip-translate" and args.val_every == 0
-    assert parser.parse_args(["fashion-mnist", "--time-budget", "2m"]).time_budget == 120.0
+    assert args.model_option == ["whiten=true", "activation=relu"]
+    assert recipe("--time-budget", "2m").time_budget == 120.0
+    assert recipe("--epochs", "3").time_budget is None  # N epochs, no clock
+
+
+def test_a_target_above_94_percent_takes_the_30_minute_recipe_unless_told_otherwise() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    speedrun.register(parser)
+
+    def recipe(*argv: str) -> argparse.Namespace:
+        args = parser.parse_args(["fashion-mnist", *argv])
+        speedrun.apply_recipe(args)
+        return args
+
+    args = recipe("--target", "0.95")
+    assert args.time_budget == 1720.0
+    assert args.model_option == ["whiten=true", "activation=relu", "widths=[48,96,192]"]
+    assert recipe("--target", "0.941").time_budget == 1720.0
+    assert recipe("--target", "0.94").time_budget == 540.0
+    assert recipe("--target", "0.5").time_budget == 540.0
+    # the user's clock, epochs and widths win; other model options keep the wider groups
+    assert recipe("--target", "0.95", "--time-budget", "10m").time_budget == 600.0
+    assert recipe("--target", "0.95", "--epochs", "5").time_budget is None
+    narrow = recipe("--target", "0.95", "--model-option", "widths=[32,64,128]").model_option
+    assert narrow == ["whiten=true", "activation=relu", "widths=[32,64,128]"]
+    residual = recipe("--target", "0.95", "--model-option", "residual=true").model_option
+    assert residual == ["whiten=true", "activation=relu", "widths=[48,96,192]", "residual=true"]
+    # another model gets none of speednet's options
+    assert recipe("--target", "0.95", "--model", "fashion_cnn").model_option == []
 
 
 def test_speednet_ceil_mode_keeps_the_last_odd_row_and_column() -> None:

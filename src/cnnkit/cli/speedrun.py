@@ -79,6 +79,27 @@ RECIPE_MODEL_OPTIONS = [
     "activation=relu",
 ]
 
+# ---- the 30-minute recipe, for targets above 94% (the issue's 95% in 30 minutes) ---------------
+# The same recipe on wider groups for a 1,720-s clock (the six test-time views take ~40 s after
+# it): seed 0, 23 epochs, validation 95.30%, test 94.73% on 2 AVX2 cores (session 28). Session 29's
+# alternatives at the same clock stayed on that plateau: random erasing (validation 95.28%, test
+# 94.60%) and airbench96's residual groups at 40/80/160 (the same images/s; 94.98%, 94.85%).
+LONG_TIME_BUDGET = 1720.0
+LONG_MODEL_OPTIONS = ["widths=[48,96,192]"]
+
+
+def apply_recipe(args: argparse.Namespace) -> None:
+    """The recipe for ``args.target``, in place, under what the user chose: a target above 94%
+    takes the 30-minute clock and wider groups unless ``--time-budget``, ``--epochs`` or a
+    ``widths`` model option says otherwise; ``--epochs N`` alone runs N epochs without a clock."""
+    long = args.target > DEFAULT_TARGET
+    if args.time_budget is None and args.epochs == RECIPE["epochs"]:
+        args.time_budget = LONG_TIME_BUDGET if long else RECIPE["time_budget"]
+    if args.model == RECIPE["model"]:
+        chosen = {option.partition("=")[0].strip() for option in args.model_option}
+        extra = [o for o in LONG_MODEL_OPTIONS if long and o.partition("=")[0] not in chosen]
+        args.model_option = [*RECIPE_MODEL_OPTIONS, *extra, *args.model_option]
+
 
 def _target(text: str) -> float:
     try:
@@ -98,7 +119,9 @@ def register(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--model", default=RECIPE["model"], help="a registered model")
     add_training_arguments(p, model_required=False)
-    p.set_defaults(func=run, **{k: v for k, v in RECIPE.items() if k != "model"})
+    # the clock is chosen by the target when the user names none (apply_recipe)
+    defaults = {k: v for k, v in RECIPE.items() if k not in ("model", "time_budget")}
+    p.set_defaults(func=run, time_budget=None, **defaults)
 
 
 def speedrun_report(
@@ -150,10 +173,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     args.data = args.dataset
-    if args.model == RECIPE["model"]:
-        args.model_option = [*RECIPE_MODEL_OPTIONS, *args.model_option]
-    if args.epochs != RECIPE["epochs"] and args.time_budget == RECIPE["time_budget"]:
-        args.time_budget = None  # `--epochs N` alone asks for N epochs, not for the recipe's clock
+    apply_recipe(args)
     args.out = args.out or str(default_run_dir("speedrun", args.dataset))
     code = train_run(args, extra_config={"speedrun": {"dataset": args.dataset}})
     if code or not distributed.is_main_process():
