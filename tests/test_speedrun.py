@@ -3,6 +3,7 @@ the right keys and values, trained with the recipe's batch augmentation, EMA and
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -155,17 +156,16 @@ def test_speednet_activation_is_gelu_or_relu_everywhere() -> None:
         create_model("speednet", activation="tanh")
 
 
-def test_the_recipe_trains_on_a_clock_that_leaves_room_for_the_report() -> None:
-    import argparse
-
+def recipe(*argv: str) -> argparse.Namespace:
+    """`cnnkit speedrun fashion-mnist ARGV`'s options once the recipe is applied."""
     parser = argparse.ArgumentParser()
     speedrun.register(parser)
+    args = parser.parse_args(["fashion-mnist", *argv])
+    speedrun.apply_recipe(args)
+    return args
 
-    def recipe(*argv: str) -> argparse.Namespace:
-        args = parser.parse_args(["fashion-mnist", *argv])
-        speedrun.apply_recipe(args)
-        return args
 
+def test_the_recipe_trains_on_a_clock_that_leaves_room_for_the_report() -> None:
     args = recipe()
     assert args.time_budget == 540.0 and args.epochs == 100 and args.batch_augment == "crop=1,flip"
     assert args.tta == "flip-translate" and args.val_every == 0
@@ -175,16 +175,6 @@ def test_the_recipe_trains_on_a_clock_that_leaves_room_for_the_report() -> None:
 
 
 def test_a_target_above_94_percent_takes_the_30_minute_recipe_unless_told_otherwise() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    speedrun.register(parser)
-
-    def recipe(*argv: str) -> argparse.Namespace:
-        args = parser.parse_args(["fashion-mnist", *argv])
-        speedrun.apply_recipe(args)
-        return args
-
     args = recipe("--target", "0.95")
     assert args.time_budget == 1720.0
     assert args.model_option == ["whiten=true", "activation=relu", "widths=[48,96,192]"]
