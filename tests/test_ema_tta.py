@@ -207,7 +207,7 @@ def test_tta_choices_are_checked_and_the_cli_offers_the_tasks() -> None:
     from cnnkit.models import create_model
     from cnnkit.tasks.classify import TTA_CHOICES
 
-    assert _common.TTA_CHOICES == TTA_CHOICES
+    assert _common.TTA_BY_TASK["classify"] == TTA_CHOICES
     with pytest.raises(ValueError, match="tta: expected one of flip, flip-translate"):
         get_task("classify", tta="rotate")
     # LeNet-5's RBF outputs are distances, not logits: averaging their softmax means nothing

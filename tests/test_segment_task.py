@@ -170,6 +170,102 @@ def test_the_task_is_registered_and_offered_by_the_cli():
     assert (segment_cli.BEST, segment_cli.LAST) == (rundir.BEST, rundir.LAST)
 
 
+# ---- test-time views ----------------------------------------------------------------------------
+def _lopsided_net() -> torch.nn.Module:
+    """A model whose output is neither mirror- nor scale-equivariant (random 3x3 filters)."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 3, padding=1)
+    ).eval()
+
+
+def test_flip_tta_is_the_mean_of_the_softmaxes_with_the_mirrors_output_mirrored_back():
+    model, task = _lopsided_net(), get_task("segment", tta="flip")
+    x = torch.randn(2, 1, 7, 9)
+    with torch.no_grad():
+        expected = (model(x).softmax(1) + model(x.flip(3)).flip(3).softmax(1)) / 2
+        output = task.infer(model, x)
+        mirrored = task.infer(model, x.flip(3))
+    torch.testing.assert_close(output.softmax(1), expected)
+    torch.testing.assert_close(mirrored, output.flip(3))  # the views make it mirror-equivariant
+    assert not torch.allclose(expected, model(x).softmax(1).detach(), atol=1e-3)
+    # through the trainer: the loss is the negative log of the averaged probability of each pixel
+    y = torch.randint(0, 3, (2, 7, 9), generator=torch.Generator().manual_seed(1))
+    picked = expected.gather(1, y[:, None])[:, 0]
+    run = Trainer(model, task=task, progress=False, device="cpu")
+    assert run.evaluate([(x, y)])["loss"] == pytest.approx(float(-picked.log().mean()), rel=1e-5)
+    assert task.options() == {"loss": "ce", "ignore_index": 255, "tta": "flip"}
+
+
+@pytest.mark.parametrize("size", [31, 33])
+def test_flip_scale_tta_adds_both_enlarged_by_a_quarter_and_keeps_the_input_size(size):
+    from torch.nn.functional import interpolate
+
+    from cnnkit.tasks.segment import TTA_SCALES
+
+    assert TTA_SCALES == (1.0, 1.25)
+    model, task = _lopsided_net(), get_task("segment", tta="flip-scale")
+    x = torch.randn(2, 1, size, size + 2)
+    big = round(size * 1.25), round((size + 2) * 1.25)  # 39x41 or 41x44
+
+    def back(logits: torch.Tensor) -> torch.Tensor:
+        return interpolate(logits, (size, size + 2), mode="bilinear", align_corners=False)
+
+    with torch.no_grad():
+        enlarged = interpolate(x, big, mode="bilinear", align_corners=False)
+        views = [model(x), model(x.flip(3)).flip(3)]
+        views += [back(model(enlarged)), back(model(enlarged.flip(3)).flip(3))]
+        expected = sum(v.softmax(1) for v in views) / 4
+        output = task.infer(model, x)
+        flip_only = get_task("segment", tta="flip").infer(model, x)
+    assert output.shape == (2, 3, size, size + 2)
+    torch.testing.assert_close(output.softmax(1), expected)
+    assert not torch.allclose(output, flip_only, atol=1e-3)  # the enlarged views count
+
+
+def test_flip_scale_tta_on_an_fcn_gives_a_map_of_the_input_size():
+    from cnnkit.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("fcn8s", num_classes=4, in_channels=1, backbone="resnet18_narrow").eval()
+    x = torch.randn(1, 1, 33, 31).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        output = get_task("segment", tta="flip-scale").infer(model, x)
+    assert output.shape == (1, 4, 33, 31) and torch.isfinite(output).all()
+    torch.testing.assert_close(output.exp().sum(1), torch.ones(1, 33, 31))  # log-probabilities
+
+
+def test_tta_choices_are_checked_and_the_cli_offers_each_tasks_own():
+    import argparse
+
+    from cnnkit.cli import CLIError, _common
+    from cnnkit.tasks import classify, segment
+
+    assert _common.TTA_BY_TASK == {
+        "classify": classify.TTA_CHOICES,
+        "segment": segment.TTA_CHOICES,
+    }
+    assert set(_common.TTA_CHOICES) == {"flip", "flip-translate", "flip-scale"}
+    with pytest.raises(ValueError, match="tta: expected one of flip, flip-scale or none, got 'x'"):
+        get_task("segment", tta="x")
+
+    def task_of(task: str, tta: str):
+        args = argparse.Namespace(
+            task=task, task_option=[], label_smoothing=0.0, tta=tta, flip=True, batch_augment=None
+        )
+        return _common.task_from_args(args)
+
+    assert task_of("segment", "flip-scale").tta == "flip-scale"
+    with pytest.raises(
+        CLIError, match="--tta flip-translate: --task segment takes flip, flip-scale"
+    ):
+        task_of("segment", "flip-translate")
+    with pytest.raises(CLIError, match="--tta flip-scale: --task classify takes flip, flip-transl"):
+        task_of("classify", "flip-scale")
+    with pytest.raises(CLIError, match="--tta flip: --task detect takes no test-time augmentation"):
+        task_of("detect", "flip")
+
+
 # ---- a tiny run that learns ---------------------------------------------------------------------
 def test_unet_learns_to_name_the_items_of_held_out_scenes(fashion_mnist):
     from cnnkit.data import TensorBatches, make_scenes
@@ -410,6 +506,31 @@ def test_segment_writes_an_overlay_and_a_label_map_at_the_image_size(segment_run
     labels = Image.open(tmp_path / "masks" / "big_labels.png")
     assert labels.size == (40, 32) and labels.mode == "L"
     assert set(np.unique(np.array(labels)).tolist()) <= {0, 1, 2}
+
+
+def test_segment_labels_with_the_runs_test_time_views(segment_run, tmp_path):
+    import shutil
+
+    from cnnkit.cli._common import load_run
+    from cnnkit.data.images import mode_for_channels, read_image
+
+    out, root = segment_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    config = json.loads((run / rundir.CONFIG).read_text())
+    config["task"]["options"]["tta"] = "flip-scale"  # as `cnnkit train --tta flip-scale` records it
+    (run / rundir.CONFIG).write_text(json.dumps(config))
+    image = root / "images" / "im03.png"
+    assert main(["segment", str(run), str(image), "--out", str(tmp_path / "masks")]) == 0
+    written = torch.from_numpy(np.array(Image.open(tmp_path / "masks" / "im03_labels.png")))
+    _, _, model, task, meta = load_run(run, fuse=True)
+    assert task.tta == "flip-scale"
+
+    x = meta.preprocess(read_image(image, mode_for_channels(meta.channels))).unsqueeze(0)
+    with torch.no_grad():
+        viewed, plain = task.decode(task.infer(model, x))[0], task.decode(model(x))[0]
+    assert torch.equal(written.long(), viewed)
+    assert not torch.equal(viewed, plain)  # so the test tells the views from a plain pass
 
 
 def test_overlays_colour_the_classes_and_leave_background_as_it_is():

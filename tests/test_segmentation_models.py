@@ -21,13 +21,14 @@ SEGMENTATION_MODELS = {
     "fcn16s": {},
     "fcn8s": {},
     "fcn8s-dilated": {"dilated": True},
+    "fcn8s-scaled": {"input_scale": 1.25},
     "deeplab": {},
     "unet": {"base_width": 4},
 }
 
 
 def build(key: str, num_classes: int = 3, in_channels: int = 1) -> torch.nn.Module:
-    name = key.removesuffix("-dilated")
+    name = key.removesuffix("-dilated").removesuffix("-scaled")
     return create_model(name, num_classes, in_channels, **SEGMENTATION_MODELS[key])
 
 
@@ -107,6 +108,27 @@ def test_fcn_starts_with_zero_scores_as_the_paper() -> None:
     model = create_model("fcn8s", num_classes=3, in_channels=1).eval()
     with torch.no_grad():
         assert torch.equal(model(torch.randn(1, 1, 32, 32)), torch.zeros(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize(("scale", "size"), [(1.25, (33, 70)), (0.5, (64, 31))])
+def test_fcn_input_scale_runs_the_same_network_on_the_resized_input(scale, size) -> None:
+    torch.manual_seed(0)
+    scaled = create_model("fcn8s", num_classes=3, in_channels=1, input_scale=scale).eval()
+    plain = create_model("fcn8s", num_classes=3, in_channels=1).eval()
+    for layer in scaled.score:  # non-zero scores, so the comparison means something
+        torch.nn.init.normal_(layer.weight)
+    plain.load_state_dict(scaled.state_dict())  # the option adds no parameter
+    x = torch.randn(2, 1, *size)
+    inner = tuple(round(v * scale) for v in size)
+    with torch.no_grad():
+        resized = F.interpolate(x, inner, mode="bilinear", align_corners=False, antialias=scale < 1)
+        expected = F.interpolate(plain(resized), size, mode="bilinear", align_corners=False)
+        out = scaled(x)
+    assert out.shape == (2, 3, *size)
+    torch.testing.assert_close(out, expected)
+    assert not torch.allclose(out, plain(x).detach(), atol=1e-3)
+    with pytest.raises(ValueError, match=r"input_scale=0.0; expected a factor in \(0, 4\]"):
+        create_model("fcn8s", num_classes=3, input_scale=0.0)
 
 
 def test_fcn8s_parameter_count_by_hand() -> None:

@@ -27,7 +27,9 @@ OPTIMIZER_CHOICES = ("sgd", "adam", "adamw", "nadam", "rmsprop")
 NONFINITE_CHOICES = ("stop", "skip")
 SCHEDULE_CHOICES = ("constant", "step", "cosine", "onecycle")
 TASK_CHOICES = ("classify", "localize", "detect", "segment", "superres")
-TTA_CHOICES = ("flip", "flip-translate")
+#: each task's test-time augmentations (cnnkit.tasks.classify and .segment's TTA_CHOICES)
+TTA_BY_TASK = {"classify": ("flip", "flip-translate"), "segment": ("flip", "flip-scale")}
+TTA_CHOICES = tuple(dict.fromkeys(c for choices in TTA_BY_TASK.values() for c in choices))
 
 
 def parse_options(pairs: list[str], option: str = "--model-option") -> dict[str, Any]:
@@ -202,9 +204,9 @@ def add_training_arguments(p: argparse.ArgumentParser, *, model_required: bool =
     )  # fmt: skip
     p.add_argument(
         "--tta", choices=TTA_CHOICES, default=None,
-        help="classification: test-time augmentation at validation and test (flip: each image "
-        "averaged with its mirror; flip-translate: with both also shifted a pixel diagonally, "
-        "6 passes, airbench's)",
+        help="test-time augmentation at validation and test; classify: flip (each image averaged "
+        "with its mirror), flip-translate (both also shifted a pixel diagonally, 6 passes, "
+        "airbench's); segment: flip, flip-scale (both also enlarged 1.25x, 4 passes)",
     )  # fmt: skip
     p.add_argument(
         "--val-every", type=_nonnegative_int, default=1, metavar="N",
@@ -236,8 +238,12 @@ def task_from_args(args: argparse.Namespace) -> Task:
     if args.task == "classify" and args.label_smoothing:
         options.setdefault("label_smoothing", args.label_smoothing)
     if getattr(args, "tta", None):
-        if args.task != "classify":
-            raise CLIError(f"--tta: test-time augmentation is for --task classify, not {args.task}")
+        offered = TTA_BY_TASK.get(args.task, ())
+        if args.tta not in offered:
+            raise CLIError(
+                f"--tta {args.tta}: --task {args.task} takes "
+                + (", ".join(offered) if offered else "no test-time augmentation")
+            )
         options.setdefault("tta", args.tta)
         if not _trains_on_mirrored_images(args):
             print(

@@ -64,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
     files = ImageFiles(paths, meta.channels)
     for path, image in files:
         with torch.no_grad():
-            labels = task.decode(model(meta.preprocess(image).unsqueeze(0)))[0]
+            x = meta.preprocess(image).unsqueeze(0)
+            # a run's test-time views (--tta) as `cnnkit evaluate` scores them; ONNX: the graph
+            labels = task.decode(model(x) if args.onnx else task.infer(model, x))[0]
         if tuple(labels.shape) != tuple(image.shape[1:]):
             labels = TF.resize(
                 labels[None].to(torch.uint8), list(image.shape[1:]), InterpolationMode.NEAREST_EXACT
