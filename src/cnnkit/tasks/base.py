@@ -96,6 +96,13 @@ class SumMetric(StreamingMetric):
     def summarize(self, totals: dict[str, float]) -> dict[str, float]: ...
 
 
+def layout_of(x: torch.Tensor) -> torch.memory_format:
+    """The memory format of a batch ``x``: channels-last where it is (what training feeds), else
+    contiguous — for test-time views, each made dense in the input's own layout."""
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
 def ratio(numerator: float, denominator: float) -> float:
     """``numerator / denominator``, NaN for an empty denominator (no image seen)."""
     return numerator / denominator if denominator else math.nan

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnkit.tasks.base import Reduce, SumMetric, Task, _identity, ratio
+from cnnkit.tasks.base import Reduce, SumMetric, Task, _identity, layout_of, ratio
 from cnnkit.tasks.registry import register_task
 
 if TYPE_CHECKING:
@@ -241,12 +241,8 @@ class Classify(Task):
             shifted = [padded[..., :h, :w], padded[..., 2 * s :, 2 * s :]]
             views += [v for view in shifted for v in (view, view.flip(-1))]
             weights = [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
-        # the cut views are strided: each is made dense in the input's own layout
-        memory_format = (
-            torch.channels_last
-            if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-            else torch.contiguous_format
-        )
+        # the cut views are strided, made dense in the input's layout
+        memory_format = layout_of(x)
         log_probs = torch.stack(
             [
                 split_output(model(v.contiguous(memory_format=memory_format)))[0]

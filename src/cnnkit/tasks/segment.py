@@ -39,7 +39,7 @@ from cnnkit.losses import (
     soft_dice_loss,
 )
 from cnnkit.metrics import ConfusionMatrix, mean_iou_from_matrix, per_class_iou, pixel_accuracy
-from cnnkit.tasks.base import Reduce, StreamingMetric, Task, _identity
+from cnnkit.tasks.base import Reduce, StreamingMetric, Task, _identity, layout_of
 from cnnkit.tasks.registry import register_task
 
 if TYPE_CHECKING:
@@ -231,12 +231,8 @@ class Segment(Task):
         if self.tta is None:
             return model(x)
         (h, w), scales = x.shape[-2:], TTA_SCALES if self.tta == "flip-scale" else (1.0,)
-        # the resized views are new tensors: each is made dense in the input's own layout
-        memory_format = (
-            torch.channels_last
-            if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
-            else torch.contiguous_format
-        )
+        # the resized views are new tensors, made dense in the input's layout
+        memory_format = layout_of(x)
         log_probs = []
         for scale in scales:
             size = (round(h * scale), round(w * scale))
